@@ -68,9 +68,8 @@ class Structure:
     @property
     def formula(self) -> str:
         """Hill-ordered chemical formula, e.g. ``'Cl4Na4'``."""
-        from ase.formula import Formula
-
         from ase.data import chemical_symbols
+        from ase.formula import Formula
 
         symbols = "".join(
             chemical_symbols[z] if 0 < z <= MAX_ATOMIC_NUMBER else "X" for z in self.numbers
@@ -191,9 +190,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def validate(
-    structure: Structure, min_distance: float = DEFAULT_MIN_DISTANCE
-) -> Structure:
+def validate(structure: Structure, min_distance: float = DEFAULT_MIN_DISTANCE) -> Structure:
     """Check a structure and return it unchanged, or raise :class:`InvalidStructureError`.
 
     Rejects: no atoms, non-finite positions or cell, unknown elements, a singular cell along

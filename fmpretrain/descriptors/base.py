@@ -106,7 +106,7 @@ class Descriptor(ABC):
     def _compute(self, structure: Structure) -> torch.Tensor:
         """``[n_atoms, dim]`` fingerprint of a non-empty structure."""
 
-    def _check_params(self) -> None:
+    def _check_params(self) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` for inconsistent parameters."""
 
     def _hashed_params(self) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class EAD(Descriptor):
         self._orders = torch.tensor([c[0] for c in comps])
         self._powers = torch.tensor([c[1:] for c in comps])
         self._multinomial = [
-            math.factorial(c[0]) / (math.factorial(c[1]) * math.factorial(c[2]) * math.factorial(c[3]))
+            math.factorial(c[0])
+            / (math.factorial(c[1]) * math.factorial(c[2]) * math.factorial(c[3]))
             for c in comps
         ]
 
@@ -108,9 +109,10 @@ class EAD(Descriptor):
             sl = slice(start, start + step)
             r = pairs.distances[sl]
             gauss = torch.exp(-alpha[None] * (r[:, None, None] - r_s[None]) ** 2)  # [P, A, R]
-            radial = gauss.reshape(len(r), n_rad) * (
-                cosine_cutoff(r, p.cutoff) * weights[pairs.neighbors[sl]]
-            )[:, None]
+            radial = (
+                gauss.reshape(len(r), n_rad)
+                * (cosine_cutoff(r, p.cutoff) * weights[pairs.neighbors[sl]])[:, None]
+            )
             monomials = torch.prod(pairs.vectors[sl][:, None, :] ** powers[None], dim=-1)  # [P, C]
             contrib = (monomials[:, :, None] * radial[:, None, :]).reshape(len(r), -1)
             tensor.index_add_(0, pairs.centers[sl], contrib)

@@ -1,0 +1,241 @@
+"""The ``fmpretrain`` command line: one entry point, one sub-command per stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+fmpretrain: pre-train graph neural networks for materials on cheap per-atom structural
+fingerprints (wACSF, GMP, EAD) instead of quantum-mechanical labels.
+
+Commands:
+  fingerprint   compute per-atom fingerprints of structure files and print a summary
+  descriptors   list the descriptors with their dimension, hash and default parameters
+  generate      write built-in generated crystal structures to a file (offline, seedable)
+
+Run `fmpretrain COMMAND --help` for the options of one command.
+"""
+
+OVERRIDES_HELP = (
+    "descriptor parameter overrides as key=value (OmegaConf dotlist), e.g. cutoff=5.0 "
+    "zeta=[1,2,4]; see `fmpretrain descriptors` for the parameters"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmpretrain",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fp = sub.add_parser(
+        "fingerprint",
+        help="compute per-atom fingerprints of structure files",
+        description=(
+            "Read every structure in FILE... (extxyz, CIF, POSCAR, ASE db, MatBench / Materials "
+            "Project JSON(.gz), MatDeepLearn JSON), validate it, compute the chosen descriptor "
+            "and print the shape and a summary. --out saves everything to one .npz file: "
+            "`fingerprints` [total_atoms, dim], `n_atoms`, `ids`, `numbers`, `feature_names` "
+            "and the descriptor config (JSON)."
+        ),
+    )
+    fp.add_argument("files", nargs="+", type=Path, metavar="FILE", help="structure files")
+    fp.add_argument(
+        "--descriptor", "-d", default="wacsf", help="wacsf, gmp or ead (default: wacsf)"
+    )
+    fp.add_argument(
+        "--config",
+        type=Path,
+        help="YAML of descriptor parameters, e.g. configs/descriptors/wacsf.yaml",
+    )
+    fp.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    fp.add_argument("--out", type=Path, help="write the fingerprints to this .npz file")
+    fp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    fp.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    fp.add_argument(
+        "--min-distance",
+        type=float,
+        default=None,
+        help="reject structures with atoms closer than this (Å, default 0.5)",
+    )
+    fp.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report invalid structures and go on (default: stop at the first one)",
+    )
+    fp.set_defaults(func=cmd_fingerprint)
+
+    ds = sub.add_parser(
+        "descriptors",
+        help="list descriptors and their default parameters",
+        description="List every registered descriptor: dimension, parameter hash, defaults.",
+    )
+    ds.set_defaults(func=cmd_descriptors)
+
+    gen = sub.add_parser(
+        "generate",
+        help="write generated crystal structures to a file",
+        description=(
+            "Write N structures from the built-in generator (prototype crystals with element "
+            "substitution, strain, vacancies, rattle and supercells) to OUT. The format follows "
+            "the extension: .extxyz, or .json / .json.gz for the MatBench structure layout."
+        ),
+    )
+    gen.add_argument("n", type=int, help="number of structures")
+    gen.add_argument("--out", type=Path, required=True, help="output file")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument("--max-atoms", type=int, default=200, help="largest cell (default 200)")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"fmpretrain {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------- commands
+def descriptor_params(config: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """Merge a YAML file and ``key=value`` overrides into plain descriptor parameters."""
+    from omegaconf import OmegaConf
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    base = OmegaConf.load(config) if config else OmegaConf.create({})
+    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from fmpretrain.descriptors import get_descriptor
+    from fmpretrain.io import read_structures
+    from fmpretrain.structures import DEFAULT_MIN_DISTANCE, InvalidStructureError, validate
+
+    params = descriptor_params(args.config, args.overrides)
+    dtype = torch.float32 if args.float32 else torch.float64
+    descriptor = get_descriptor(args.descriptor, device=args.device, dtype=dtype, **params)
+    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
+    for path in args.files:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+
+    blocks, ids, n_atoms, numbers, rejected = [], [], [], [], []
+    start = time.perf_counter()
+    with tqdm(desc="fingerprints", unit=" structures", disable=None) as bar:
+        for path in args.files:
+            for structure in read_structures(path):
+                try:
+                    validate(structure, min_distance=min_distance)
+                except InvalidStructureError as err:
+                    if not args.skip_invalid:
+                        raise ValueError(
+                            f"{path}: {err} (use --skip-invalid to report and go on)"
+                        ) from err
+                    rejected.append(str(err))
+                    print(f"skipped {path}: {err}", file=sys.stderr)
+                    continue
+                blocks.append(descriptor(structure).cpu().numpy())
+                ids.append(structure.id)
+                n_atoms.append(len(structure))
+                numbers.append(structure.numbers)
+                bar.update()
+    elapsed = time.perf_counter() - start
+    if not blocks:
+        raise ValueError(f"no valid structures in {[str(p) for p in args.files]}")
+
+    features = np.concatenate(blocks)
+    print(f"descriptor   {descriptor.name}  dim={descriptor.dim}  hash={descriptor.hash}")
+    print(
+        f"structures   {len(blocks)} ({sum(n_atoms)} atoms) in {elapsed:.2f} s; "
+        f"{len(rejected)} rejected"
+    )
+    for sid, block in list(zip(ids, blocks, strict=True))[:5]:
+        print(f"  {sid:<30} shape={tuple(block.shape)}")
+    if len(blocks) > 5:
+        print(f"  ... {len(blocks) - 5} more")
+    print(f"fingerprints shape={tuple(features.shape)}  dtype={features.dtype}")
+    print(
+        f"  values: min={features.min():.4g} mean={features.mean():.4g} "
+        f"max={features.max():.4g}; all-zero columns: {int((features == 0).all(0).sum())}"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            args.out,
+            fingerprints=features,
+            n_atoms=np.asarray(n_atoms, dtype=np.int64),
+            ids=np.asarray(ids),
+            numbers=np.concatenate(numbers),
+            feature_names=np.asarray(descriptor.feature_names),
+            descriptor=np.asarray(json.dumps(descriptor.config())),
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_descriptors(args: argparse.Namespace) -> int:
+    from fmpretrain.descriptors import available_descriptors, get_descriptor
+
+    for name in available_descriptors():
+        d = get_descriptor(name)
+        print(f"{name}: dim={d.dim} hash={d.hash}")
+        for key, value in d.config()["params"].items():
+            print(f"  {key} = {value}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fmpretrain.generate import generate_structures
+    from fmpretrain.io import write_structures
+
+    if args.n < 1:
+        raise ValueError(f"n must be at least 1, got {args.n}")
+    structures = list(
+        tqdm(
+            generate_structures(args.n, seed=args.seed, max_atoms=args.max_atoms),
+            total=args.n,
+            desc="generate",
+            unit=" structures",
+            disable=None,
+        )
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_structures(args.out, structures)
+    atoms = sum(len(s) for s in structures)
+    print(f"wrote {len(structures)} structures ({atoms} atoms) to {args.out}")
+    return 0
+
+
+def _version() -> str:
+    from fmpretrain import __version__
+
+    return f"fmpretrain {__version__}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
