@@ -16,6 +16,8 @@ fingerprints (wACSF, GMP, EAD) instead of quantum-mechanical labels.
 
 Commands:
   fingerprint   compute per-atom fingerprints of structure files and print a summary
+  featurize     featurize a structure source into WebDataset shards with Ray (resumable)
+  shards        inspect shard directories: `shards verify DIR` checks them against the manifest
   descriptors   list the descriptors with their dimension, hash and default parameters
   generate      write built-in generated crystal structures to a file (offline, seedable)
 
@@ -73,6 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="report invalid structures and go on (default: stop at the first one)",
     )
     fp.set_defaults(func=cmd_fingerprint)
+
+    from data_pipeline.cli import DESCRIPTION as FEATURIZE_DESCRIPTION
+    from data_pipeline.cli import add_arguments as add_featurize_arguments
+
+    feat = sub.add_parser(
+        "featurize",
+        help="featurize structures into shards with Ray",
+        description=FEATURIZE_DESCRIPTION,
+    )
+    add_featurize_arguments(feat)
+    feat.set_defaults(func=cmd_featurize)
+
+    shards = sub.add_parser("shards", help="inspect and verify shard directories")
+    shards_sub = shards.add_subparsers(dest="shards_command", metavar="ACTION", required=True)
+    verify = shards_sub.add_parser(
+        "verify",
+        help="check every shard against manifest.json",
+        description=(
+            "Check that every shard listed in DIR/manifest.json exists, has the recorded size "
+            "and sha256, and decodes into the recorded number of well-formed samples. Exit "
+            "status 1 lists each problem."
+        ),
+    )
+    verify.add_argument("dir", type=Path, help="shard directory (holds manifest.json)")
+    verify.add_argument("--no-decode", action="store_true", help="check sizes and sha256 only")
+    verify.set_defaults(func=cmd_shards_verify)
 
     ds = sub.add_parser(
         "descriptors",
@@ -194,6 +222,27 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
         )
         print(f"wrote {args.out}")
     return 0
+
+
+def cmd_featurize(args: argparse.Namespace) -> int:
+    from data_pipeline.cli import run
+
+    return run(args)
+
+
+def cmd_shards_verify(args: argparse.Namespace) -> int:
+    from fmpretrain.data.manifest import Manifest, verify_shards
+
+    manifest = Manifest.load(args.dir)
+    problems = verify_shards(args.dir, decode=not args.no_decode)
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    status = "FAILED" if problems else "OK"
+    print(
+        f"{status}: {len(manifest.shards)} shards, {manifest.n_samples} samples, "
+        f"{len(problems)} problem(s) in {args.dir}"
+    )
+    return 1 if problems else 0
 
 
 def cmd_descriptors(args: argparse.Namespace) -> int:

@@ -1,0 +1,44 @@
+"""Command-line arguments of the featurization job (shared by both entry points)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+DESCRIPTION = (
+    "Featurize structures into WebDataset shards with Ray actors. The configuration is an "
+    "OmegaConf YAML (configs/featurize/*.yaml) with key=value overrides, e.g. "
+    "`descriptor=wacsf source.n=200 out=DIR workers=2`. Re-running the same command resumes: "
+    "finished shards are verified and kept. Under `ray job submit` (RAY_ADDRESS set) the job "
+    "joins that cluster; otherwise it starts a local one."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML configuration (configs/featurize/...)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="configuration overrides, e.g. source.n=200 out=DIR workers=2",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard an existing output made with another configuration",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_pipeline.config import load_config
+    from data_pipeline.driver import run_featurize, summary
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
+    cfg = load_config(args.config, overrides)
+    result = run_featurize(cfg, progress=not args.no_progress)
+    print(summary(result))
+    return 0 if result.manifest.complete else 1

@@ -1,0 +1,265 @@
+"""The featurization job: Ray actors turn source chunks into shards; the driver keeps the books.
+
+Resumable by construction: every finished shard has a record under ``parts/``; a re-run with
+the same configuration verifies those shards and featurizes only the missing chunks. The driver
+may die at any moment without losing finished work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_pipeline.config import FeaturizeConfig, source_record
+from data_pipeline.sources import Chunk, count_chunks, iter_chunks
+from data_pipeline.worker import PARTS_DIR, ChunkFeaturizer, shard_name
+from fmpretrain.data.format import sha256_file
+from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, software_versions
+
+log = logging.getLogger("fmpretrain.featurize")
+
+REJECTS_NAME = "rejects.jsonl"
+MANIFEST_EVERY_S = 15.0
+
+
+class ConfigMismatchError(ValueError):
+    """The output directory holds shards made with another configuration."""
+
+
+@dataclass
+class FeaturizeResult:
+    out: Path
+    manifest: Manifest
+    reused_shards: int
+    new_shards: int
+    seconds: float
+
+
+def run_featurize(cfg: FeaturizeConfig, *, progress: bool = True) -> FeaturizeResult:
+    """Featurize the configured source into ``cfg.out``, resuming what is already there."""
+    from fmpretrain.descriptors import get_descriptor
+
+    start_time = time.perf_counter()
+    out = Path(cfg.out)
+    descriptor = get_descriptor(cfg.descriptor, **cfg.descriptor_params)
+    manifest = Manifest(
+        descriptor=descriptor.config(),
+        descriptor_hash=descriptor.hash,
+        dim=descriptor.dim,
+        feature_names=descriptor.feature_names,
+        fingerprint_dtype=cfg.fingerprint_dtype,
+        source=source_record(cfg),
+        chunk_size=cfg.chunk_size,
+        n_chunks=count_chunks(cfg),
+        versions=software_versions(),
+    )
+    _prepare_output(out, manifest, overwrite=cfg.overwrite)
+    done = _finished_shards(out, manifest.descriptor_hash)
+    reused = len(done)
+    manifest.shards = [ShardEntry(**r["entry"]) for r in done.values()]
+    manifest.save(out)
+    if reused:
+        log.info("resuming: %d finished shard(s) verified and kept in %s", reused, out)
+        print(f"resuming: {reused} finished shard(s) in {out} verified and kept")
+
+    chunks = iter_chunks(cfg, skip=set(done))
+    new = _run_chunks(cfg, chunks, done, manifest, out, progress=progress)
+
+    manifest.shards = [ShardEntry(**r["entry"]) for r in done.values()]
+    if manifest.n_chunks is None:
+        manifest.n_chunks = len(done)
+    manifest.complete = len(done) == manifest.n_chunks
+    _write_rejects(out, done)
+    manifest.save(out)
+    return FeaturizeResult(out, manifest, reused, new, time.perf_counter() - start_time)
+
+
+def _prepare_output(out: Path, manifest: Manifest, *, overwrite: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST_NAME).exists():
+        return
+    old = Manifest.load(out)
+    differences = [
+        what
+        for what, a, b in (
+            ("descriptor", old.descriptor_hash, manifest.descriptor_hash),
+            ("source", old.source, manifest.source),
+            ("chunk_size", old.chunk_size, manifest.chunk_size),
+            ("fingerprint_dtype", old.fingerprint_dtype, manifest.fingerprint_dtype),
+        )
+        if a != b
+    ]
+    if not differences:
+        return
+    if not overwrite:
+        raise ConfigMismatchError(
+            f"{out} holds shards made with a different {', '.join(differences)} "
+            f"(descriptor {old.descriptor['name']} hash {old.descriptor_hash}, now "
+            f"{manifest.descriptor['name']} hash {manifest.descriptor_hash}); choose another "
+            "out=DIR, or pass overwrite=true (--overwrite) to discard them"
+        )
+    log.warning("overwrite: discarding the shards in %s (%s changed)", out, differences)
+    for path in out.glob("shard-*.tar*"):
+        path.unlink()
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    for name in (MANIFEST_NAME, REJECTS_NAME):
+        (out / name).unlink(missing_ok=True)
+
+
+def _finished_shards(out: Path, descriptor_hash: str) -> dict[int, dict[str, Any]]:
+    """Records of shards that are complete and match their record byte for byte."""
+    done: dict[int, dict[str, Any]] = {}
+    for tmp in out.glob("shard-*.tar.tmp"):
+        tmp.unlink()  # a write interrupted by a crash
+    for path in sorted((out / PARTS_DIR).glob("shard-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            entry = record["entry"]
+            shard = out / entry["name"]
+            ok = (
+                record["descriptor_hash"] == descriptor_hash
+                and shard.exists()
+                and shard.stat().st_size == entry["bytes"]
+                and sha256_file(shard) == entry["sha256"]
+            )
+        except (json.JSONDecodeError, KeyError, OSError):
+            ok = False
+        if ok:
+            done[int(entry["index"])] = record
+        else:
+            log.warning("redoing %s: its shard is missing or does not match", path.name)
+            path.unlink()
+    return done
+
+
+def _run_chunks(
+    cfg: FeaturizeConfig,
+    chunks: Any,
+    done: dict[int, dict[str, Any]],
+    manifest: Manifest,
+    out: Path,
+    *,
+    progress: bool,
+) -> int:
+    import ray
+    from tqdm import tqdm
+
+    total_inputs = cfg.source.n if cfg.source.kind == "generated" else None
+    already = sum(r["entry"]["n_inputs"] for r in done.values())
+    started_ray = _init_ray(cfg)
+    actor_class = ray.remote(num_cpus=1, max_restarts=cfg.max_task_retries)(ChunkFeaturizer)
+    actors = [actor_class.remote(cfg) for _ in range(cfg.workers)]
+    load = dict.fromkeys(range(len(actors)), 0)
+    pending: dict[Any, tuple[Chunk, int, int]] = {}  # ref -> (chunk, actor index, attempt)
+    rejected = Counter()
+    new_shards = 0
+    last_save = time.monotonic()
+    bar = tqdm(
+        total=total_inputs,
+        initial=already,
+        desc=f"featurize {cfg.descriptor}",
+        unit=" structures",
+        disable=not progress or None,
+        smoothing=0.1,
+    )
+
+    def submit(chunk: Chunk, attempt: int) -> None:
+        worker = min(load, key=load.get)
+        load[worker] += 1
+        pending[actors[worker].run.remote(chunk)] = (chunk, worker, attempt)
+
+    try:
+        source_left = True
+        while source_left or pending:
+            while source_left and len(pending) < cfg.in_flight:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    source_left = False
+                else:
+                    submit(chunk, 0)
+            if not pending:
+                break
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            chunk, worker, attempt = pending.pop(ref)
+            load[worker] -= 1
+            try:
+                record = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                if attempt >= cfg.max_task_retries:
+                    raise RuntimeError(
+                        f"chunk {chunk.index} failed {attempt + 1} times; last error: {err}. "
+                        "Finished shards are kept: fix the cause and re-run to resume."
+                    ) from err
+                log.warning("chunk %d: worker died (%s); retrying", chunk.index, err)
+                submit(chunk, attempt + 1)
+                continue
+            done[chunk.index] = record
+            new_shards += 1
+            rejected.update(r["stage"] for r in record["rejects"])
+            bar.update(record["entry"]["n_inputs"])
+            bar.set_postfix(shards=len(done), rejected=sum(rejected.values()), refresh=False)
+            if time.monotonic() - last_save > MANIFEST_EVERY_S:
+                manifest.shards = [ShardEntry(**r["entry"]) for r in done.values()]
+                manifest.save(out)
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor)
+        if started_ray:
+            ray.shutdown()
+    return new_shards
+
+
+def _init_ray(cfg: FeaturizeConfig) -> bool:
+    """Join ``cfg.ray_address`` / ``RAY_ADDRESS`` if given, else start a local cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=cfg.workers,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    return True
+
+
+def _write_rejects(out: Path, done: dict[int, dict[str, Any]]) -> None:
+    tmp = out / (REJECTS_NAME + ".tmp")
+    with open(tmp, "w") as handle:
+        for index in sorted(done):
+            for reject in done[index]["rejects"]:
+                handle.write(json.dumps({"shard": shard_name(index), **reject}) + "\n")
+    os.replace(tmp, out / REJECTS_NAME)
+
+
+def summary(result: FeaturizeResult) -> str:
+    m = result.manifest
+    stats = m.statistics()
+    rate = m.n_inputs / result.seconds if result.seconds > 0 else float("nan")
+    lines = [
+        f"featurized {m.n_inputs} inputs -> {m.n_samples} samples in {len(m.shards)} shards "
+        f"({result.new_shards} new, {result.reused_shards} reused) in {result.seconds:.1f} s "
+        f"({rate:.1f} structures/s)",
+        f"  descriptor {m.descriptor['name']} dim={m.dim} hash={m.descriptor_hash}; "
+        f"{stats.count} atoms",
+        f"  rejected   {m.n_rejected} (reasons in {result.out / REJECTS_NAME})",
+        f"  output     {result.out} ({MANIFEST_NAME}, shard-*.tar); "
+        f"check with `fmpretrain shards verify {result.out}`",
+    ]
+    if not m.complete:
+        lines.append("  INCOMPLETE: re-run the same command to finish")
+    return "\n".join(lines)

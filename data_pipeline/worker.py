@@ -1,0 +1,130 @@
+"""Turn one chunk into one shard: validate, fingerprint, write, record (a Ray actor's job).
+
+The shard and its record (``parts/shard-NNNNNN.json``: counts, size, sha256, moments and the
+rejects with their reasons) are each written under a temporary name and renamed, the record
+last, so a record on disk always describes a complete shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline.config import FeaturizeConfig
+from data_pipeline.sources import Chunk, ReadFailure
+from fmpretrain.data.format import Sample, write_shard
+from fmpretrain.data.manifest import ShardEntry
+from fmpretrain.data.stats import RunningMoments
+from fmpretrain.structures import InvalidStructureError, Structure, validate
+
+PARTS_DIR = "parts"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def part_path(out: Path, index: int) -> Path:
+    return out / PARTS_DIR / f"shard-{index:06d}.json"
+
+
+def sample_key(input_index: int) -> str:
+    """Globally unique, sortable and WebDataset-safe (no dots)."""
+    return f"s{input_index:010d}"
+
+
+class ChunkFeaturizer:
+    """Holds one descriptor instance and turns chunks into shards."""
+
+    def __init__(self, cfg: FeaturizeConfig):
+        import torch
+
+        from fmpretrain.descriptors import get_descriptor
+
+        torch.set_num_threads(1)  # one CPU per worker; parallelism comes from the workers
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.descriptor = get_descriptor(cfg.descriptor, **cfg.descriptor_params)
+
+    def run(self, chunk: Chunk) -> dict[str, Any]:
+        """Featurize ``chunk`` into its shard; return the shard record (also written to disk)."""
+        items = chunk.items if chunk.items is not None else self._generate(chunk)
+        moments = RunningMoments(self.descriptor.dim)
+        samples: list[Sample] = []
+        rejects: list[dict[str, Any]] = []
+        for offset, item in enumerate(items):
+            index = chunk.start + offset
+            sample = self._featurize(index, item, rejects)
+            if sample is not None:
+                samples.append(sample)
+                moments.update(sample.fingerprint)
+
+        n_samples, n_bytes, digest = write_shard(self.out / shard_name(chunk.index), samples)
+        entry = ShardEntry(
+            index=chunk.index,
+            name=shard_name(chunk.index),
+            n_samples=n_samples,
+            n_atoms=int(sum(len(s.numbers) for s in samples)),
+            n_rejected=len(rejects),
+            n_inputs=len(items),
+            bytes=n_bytes,
+            sha256=digest,
+            moments=moments.to_dict(),
+        )
+        record = {
+            "entry": asdict(entry),
+            "descriptor_hash": self.descriptor.hash,
+            "rejects": rejects,
+        }
+        path = part_path(self.out, chunk.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        return record
+
+    def _featurize(
+        self, index: int, item: Structure | ReadFailure, rejects: list[dict[str, Any]]
+    ) -> Sample | None:
+        def reject(sid: str, stage: str, reason: str) -> None:
+            rejects.append({"input": index, "id": sid, "stage": stage, "reason": reason})
+
+        if isinstance(item, ReadFailure):
+            reject(item.id, "read", item.reason)
+            return None
+        try:
+            validate(item, min_distance=self.cfg.min_distance)
+        except InvalidStructureError as err:
+            reject(item.id, "validate", err.reason)
+            return None
+        try:
+            fingerprint = self.descriptor(item).cpu().numpy()
+            if not np.isfinite(fingerprint).all():
+                raise ValueError("fingerprint has non-finite values")
+            return Sample.from_structure(
+                sample_key(index), item, fingerprint, self.cfg.fingerprint_dtype
+            )
+        except Exception as err:  # one bad structure must not cost the shard
+            reject(item.id, "featurize", f"{type(err).__name__}: {err}")
+            return None
+
+    def _generate(self, chunk: Chunk) -> list[Structure | ReadFailure]:
+        from fmpretrain.generate import generate_structure
+
+        src = self.cfg.source
+        items: list[Structure | ReadFailure] = []
+        for index in range(chunk.start, chunk.start + chunk.size):
+            try:
+                items.append(
+                    generate_structure(
+                        index, seed=src.seed, min_atoms=src.min_atoms, max_atoms=src.max_atoms
+                    )
+                )
+            except Exception as err:
+                items.append(ReadFailure(f"gen-{src.seed}-{index}", f"generator failed: {err}"))
+        return items

@@ -1,0 +1,1 @@
+"""Shards on disk: the sample format, running statistics, the manifest, and (later) loading."""

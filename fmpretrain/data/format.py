@@ -1,0 +1,193 @@
+"""The shard sample contract: one tar member per field, ``.npy`` arrays and JSON, no pickle.
+
+A sample with key ``K`` is stored as the tar members ``K.numbers.npy`` (int64 ``[n]``),
+``K.positions.npy`` (float64 ``[n, 3]``, Å), ``K.cell.npy`` (float64 ``[3, 3]``),
+``K.pbc.npy`` (bool ``[3]``), ``K.fingerprint.npy`` (float32 or float16 ``[n, D]``) and
+``K.meta.json`` (id, formula, properties, ...). This is WebDataset's layout, so shards stream
+with ``webdataset`` and any tar tool can inspect them. Shards are model-agnostic: graphs are
+built at load time with the model's cutoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmpretrain.structures import Structure
+
+ARRAY_FIELDS = ("numbers", "positions", "cell", "pbc", "fingerprint")
+FIELDS = (*ARRAY_FIELDS, "meta")
+_DTYPES = {"numbers": np.int64, "positions": np.float64, "cell": np.float64, "pbc": bool}
+FINGERPRINT_DTYPES = ("float32", "float16")
+
+
+class ShardFormatError(ValueError):
+    """A shard or sample does not follow the sample contract."""
+
+
+@dataclass
+class Sample:
+    """One decoded shard sample."""
+
+    key: str
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    fingerprint: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_structure(
+        cls, key: str, structure: Structure, fingerprint: np.ndarray, dtype: str = "float32"
+    ) -> Sample:
+        if dtype not in FINGERPRINT_DTYPES:
+            raise ValueError(f"fingerprint dtype must be one of {FINGERPRINT_DTYPES}, got {dtype}")
+        meta = {
+            "id": structure.id,
+            "formula": structure.formula,
+            "n_atoms": len(structure),
+            "properties": structure.properties,
+        }
+        return cls(
+            key=key,
+            numbers=structure.numbers,
+            positions=structure.positions,
+            cell=structure.cell,
+            pbc=structure.pbc,
+            fingerprint=np.asarray(fingerprint, dtype=dtype),
+            meta=meta,
+        )
+
+    def to_structure(self) -> Structure:
+        return Structure(
+            self.numbers,
+            self.positions,
+            self.cell,
+            self.pbc,
+            id=str(self.meta.get("id", self.key)),
+            properties=dict(self.meta.get("properties", {})),
+        )
+
+    def encode(self) -> dict[str, bytes]:
+        """``{"numbers.npy": b"...", ..., "meta.json": b"..."}`` (member suffix -> bytes)."""
+        out = {f"{name}.npy": _npy_bytes(getattr(self, name)) for name in ARRAY_FIELDS}
+        out["meta.json"] = json.dumps(self.meta, sort_keys=True, default=_json_default).encode()
+        return out
+
+    @classmethod
+    def decode(cls, key: str, members: Mapping[str, bytes]) -> Sample:
+        """Inverse of :meth:`encode`; checks presence, dtypes and shapes of every field."""
+        missing = [f"{n}.npy" for n in ARRAY_FIELDS if f"{n}.npy" not in members]
+        if "meta.json" not in members:
+            missing.append("meta.json")
+        if missing:
+            raise ShardFormatError(f"sample {key!r} lacks member(s) {missing}")
+        arrays = {name: _load_npy(key, name, members[f"{name}.npy"]) for name in ARRAY_FIELDS}
+        for name, dtype in _DTYPES.items():
+            arrays[name] = arrays[name].astype(dtype, copy=False)
+        n = len(arrays["numbers"])
+        fp = arrays["fingerprint"]
+        if (
+            arrays["positions"].shape != (n, 3)
+            or arrays["cell"].shape != (3, 3)
+            or arrays["pbc"].shape != (3,)
+            or fp.ndim != 2
+            or fp.shape[0] != n
+        ):
+            raise ShardFormatError(
+                f"sample {key!r}: inconsistent shapes numbers={arrays['numbers'].shape} "
+                f"positions={arrays['positions'].shape} fingerprint={fp.shape}"
+            )
+        try:
+            meta = json.loads(members["meta.json"])
+        except json.JSONDecodeError as err:
+            raise ShardFormatError(f"sample {key!r}: meta.json is not valid JSON ({err})") from err
+        return cls(key=key, meta=meta, **arrays)
+
+
+def write_shard(path: str | Path, samples: Iterable[Sample]) -> tuple[int, int, str]:
+    """Write samples to ``path`` atomically (``.tmp`` then rename).
+
+    Returns ``(n_samples, n_bytes, sha256)``. Tar headers carry no timestamps or owners, so
+    the same samples always give the same bytes.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for sample in samples:
+            if "." in sample.key or "/" in sample.key:
+                raise ShardFormatError(f"sample key {sample.key!r} may not contain '.' or '/'")
+            for suffix, payload in sample.encode().items():
+                info = tarfile.TarInfo(f"{sample.key}.{suffix}")
+                info.size, info.mtime, info.mode = len(payload), 0, 0o644
+                tar.addfile(info, io.BytesIO(payload))
+            count += 1
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    digest = sha256_file(tmp)
+    size = tmp.stat().st_size
+    os.replace(tmp, path)
+    return count, size, digest
+
+
+def read_shard(path: str | Path) -> Iterator[Sample]:
+    """Decode the samples of one local shard in order (for checks and tools; training streams
+    shards through :mod:`fmpretrain.data.loader`)."""
+    path = Path(path)
+    try:
+        with tarfile.open(path, "r") as tar:
+            key, members = None, {}
+            for info in tar:
+                if not info.isfile():
+                    continue
+                sample_key, _, suffix = info.name.partition(".")
+                if key is not None and sample_key != key:
+                    yield Sample.decode(key, members)
+                    members = {}
+                key = sample_key
+                handle = tar.extractfile(info)
+                members[suffix] = handle.read() if handle else b""
+            if key is not None:
+                yield Sample.decode(key, members)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ShardFormatError(f"shard {path}: unreadable tar ({err})") from err
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _load_npy(key: str, name: str, payload: bytes) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ShardFormatError(f"sample {key!r}: {name}.npy is not a valid array ({err})") from err
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in meta.json")
