@@ -91,7 +91,13 @@ class Structure:
     def from_ase(cls, atoms: ase.Atoms, id: str | None = None) -> Structure:
         """Build a record from an ``ase.Atoms``; ``atoms.info`` scalars become properties."""
         info = dict(atoms.info)
-        sid = id if id is not None else str(info.pop("id", info.pop("structure_id", "")))
+        # pop both id keys always, so an explicit ``id`` never leaves one behind as a property
+        info_id = info.pop("id", None)
+        info_sid = info.pop("structure_id", None)
+        if id is not None:
+            sid = id
+        else:
+            sid = str(info_id if info_id is not None else info_sid if info_sid is not None else "")
         props = {k: _plain(v) for k, v in info.items() if _is_property(v)}
         return cls(
             numbers=atoms.get_atomic_numbers(),
@@ -117,63 +123,112 @@ class Structure:
     def from_pymatgen_dict(cls, d: Mapping[str, Any], id: str = "") -> Structure:
         """Read a pymatgen ``Structure.as_dict()`` / ``Molecule.as_dict()`` without pymatgen.
 
-        Partially occupied sites are refused: a fingerprint needs one element per site.
+        Cartesian ``xyz`` site coordinates are used when present, else fractional ``abc``
+        (``as_dict(verbosity=0)`` omits ``xyz``). Scalar (and list) entries of the
+        structure-level ``properties`` become properties. Partially occupied sites are
+        refused: a fingerprint needs one element per site; so are dummy species (``X``).
         """
         from ase.data import atomic_numbers
 
+        if not isinstance(d, Mapping):
+            raise InvalidStructureError(id, f"pymatgen dict expected, got {type(d).__name__}")
         sites = d.get("sites")
         if sites is None:
             raise InvalidStructureError(id, "pymatgen dict has no 'sites' entry")
+        lattice = d.get("lattice")
+        if lattice is not None:
+            if not isinstance(lattice, Mapping) or "matrix" not in lattice:
+                raise InvalidStructureError(id, "pymatgen lattice has no 'matrix' entry")
+            try:
+                cell = np.asarray(lattice["matrix"], dtype=np.float64).reshape(3, 3)
+            except (TypeError, ValueError) as err:
+                raise InvalidStructureError(id, f"bad lattice matrix: {err}") from None
+            pbc = np.asarray(lattice.get("pbc", (True, True, True)), dtype=bool)
+        else:  # a Molecule
+            cell, pbc = np.zeros((3, 3)), np.zeros(3, dtype=bool)
         numbers, positions = [], []
         for n, site in enumerate(sites):
+            if not isinstance(site, Mapping):
+                raise InvalidStructureError(id, f"site {n} is not a dict")
             species = site.get("species") or []
+            if not all(isinstance(sp, Mapping) for sp in species):
+                raise InvalidStructureError(id, f"site {n}: malformed species {species!r}")
             if len(species) != 1 or abs(float(species[0].get("occu", 1.0)) - 1.0) > 1e-6:
                 raise InvalidStructureError(
                     id, f"site {n} is disordered ({species}); only ordered structures are supported"
                 )
-            element = str(species[0]["element"])
-            element = "".join(c for c in element if c.isalpha())  # "Fe2+" -> "Fe"
-            if element not in atomic_numbers:
-                raise InvalidStructureError(id, f"site {n}: unknown element {element!r}")
-            numbers.append(atomic_numbers[element])
-            positions.append(site["xyz"])
-        lattice = d.get("lattice")
-        if lattice is not None:
-            cell = np.asarray(lattice["matrix"], dtype=np.float64)
-            pbc = np.asarray(lattice.get("pbc", (True, True, True)), dtype=bool)
-        else:  # a Molecule
-            cell, pbc = np.zeros((3, 3)), np.zeros(3, dtype=bool)
+            raw = str(species[0].get("element", ""))
+            element = "".join(c for c in raw if c.isalpha())  # "Fe2+" -> "Fe"
+            z = atomic_numbers.get(element, 0)  # ASE maps the dummy "X" to 0
+            if not 1 <= z <= MAX_ATOMIC_NUMBER:
+                raise InvalidStructureError(id, f"site {n}: unknown element {raw!r}")
+            numbers.append(z)
+            xyz, abc = site.get("xyz"), site.get("abc")
+            if xyz is None and (abc is None or lattice is None):
+                raise InvalidStructureError(id, f"site {n} has no coordinates ('xyz' or 'abc')")
+            try:
+                if xyz is not None:
+                    xyz = np.asarray(xyz, dtype=np.float64).reshape(3)
+                else:
+                    xyz = np.asarray(abc, dtype=np.float64).reshape(3) @ cell
+            except (TypeError, ValueError) as err:
+                raise InvalidStructureError(id, f"site {n}: bad coordinates: {err}") from None
+            positions.append(xyz)
+        props = d.get("properties") or {}
+        properties = (
+            {str(k): _plain(v) for k, v in props.items() if _is_json_property(v)}
+            if isinstance(props, Mapping)
+            else {}
+        )
         return cls(
             numbers=np.asarray(numbers, dtype=np.int64),
             positions=np.asarray(positions, dtype=np.float64).reshape(-1, 3),
             cell=cell,
             pbc=pbc,
             id=id,
+            properties=properties,
         )
 
     def to_pymatgen_dict(self) -> dict[str, Any]:
-        """The pymatgen ``Structure.as_dict()`` layout (readable by pymatgen and by us)."""
+        """The pymatgen ``Structure.as_dict()`` layout (readable by pymatgen and by us).
+
+        Structures with no periodic direction become a ``Molecule`` dict. Scalar and list
+        properties go into the structure-level ``properties``.
+        """
         from ase.data import chemical_symbols
+        from ase.geometry import cell_to_cellpar
 
         periodic = bool(self.pbc.any())
         inv = np.linalg.inv(self.cell) if periodic and abs(np.linalg.det(self.cell)) > 0 else None
+        bad = (self.numbers < 1) | (self.numbers > MAX_ATOMIC_NUMBER)
+        if bad.any():
+            raise InvalidStructureError(
+                self.id, f"unknown element: atomic number {int(self.numbers[bad][0])}"
+            )
         sites = []
         for z, xyz in zip(self.numbers, self.positions, strict=True):
-            site: dict[str, Any] = {
-                "species": [{"element": chemical_symbols[int(z)], "occu": 1}],
-                "xyz": xyz.tolist(),
-                "label": chemical_symbols[int(z)],
-                "properties": {},
-            }
+            symbol = chemical_symbols[int(z)]
+            site: dict[str, Any] = {"species": [{"element": symbol, "occu": 1}]}
             if inv is not None:
                 site["abc"] = (xyz @ inv).tolist()
+            site.update({"xyz": xyz.tolist(), "properties": {}, "label": symbol})
             sites.append(site)
-        d: dict[str, Any] = {"charge": 0, "properties": {}, "sites": sites}
+        d: dict[str, Any] = {"@module": "pymatgen.core.structure"}
         if periodic:
-            d["@module"], d["@class"] = "pymatgen.core.structure", "Structure"
-            d["lattice"] = {"matrix": self.cell.tolist(), "pbc": self.pbc.tolist()}
+            d["@class"] = "Structure"
+            d["charge"] = 0
+            d["lattice"] = {"matrix": self.cell.tolist(), "pbc": [bool(p) for p in self.pbc]}
+            if inv is not None:  # a singular cell (slab with a zero vector) has no parameters
+                names = ("a", "b", "c", "alpha", "beta", "gamma")
+                cellpar = [float(x) for x in cell_to_cellpar(self.cell)]
+                d["lattice"].update(zip(names, cellpar, strict=True))
+                d["lattice"]["volume"] = float(abs(np.linalg.det(self.cell)))
         else:
-            d["@module"], d["@class"] = "pymatgen.core.structure", "Molecule"
+            d["@class"] = "Molecule"
+            d["charge"] = 0
+            d["spin_multiplicity"] = 1 + int(self.numbers.sum()) % 2
+        d["properties"] = {k: _plain(v) for k, v in self.properties.items() if _is_json_property(v)}
+        d["sites"] = sites
         return d
 
     def repeat(self, reps: tuple[int, int, int]) -> Structure:
@@ -187,7 +242,20 @@ def _is_property(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_json_property(value: Any) -> bool:
+    """A scalar, or a (nested) list/array of scalars: what a JSON file can hold as a target."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf"
+    if isinstance(value, (list, tuple)):
+        return all(_is_json_property(v) for v in value)
+    return _is_property(value)
 
 
 def validate(structure: Structure, min_distance: float = DEFAULT_MIN_DISTANCE) -> Structure:
