@@ -116,8 +116,8 @@ def _prepare_output(out: Path, manifest: Manifest, *, overwrite: bool) -> None:
 def _finished_shards(out: Path, descriptor_hash: str) -> dict[int, dict[str, Any]]:
     """Records of shards that are complete and match their record byte for byte."""
     done: dict[int, dict[str, Any]] = {}
-    for tmp in out.glob("shard-*.tar.tmp"):
-        tmp.unlink()  # a write interrupted by a crash
+    for tmp in [*out.glob("shard-*.tar.*.tmp"), *(out / PARTS_DIR).glob("*.tmp")]:
+        tmp.unlink(missing_ok=True)  # a write interrupted by a crash
     for path in sorted((out / PARTS_DIR).glob("shard-*.json")):
         try:
             record = json.loads(path.read_text())

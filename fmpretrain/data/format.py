@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tarfile
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,13 +117,13 @@ class Sample:
 
 
 def write_shard(path: str | Path, samples: Iterable[Sample]) -> tuple[int, int, str]:
-    """Write samples to ``path`` atomically (``.tmp`` then rename).
+    """Write samples to ``path`` atomically (a uniquely named ``.tmp`` file, then rename).
 
     Returns ``(n_samples, n_bytes, sha256)``. Tar headers carry no timestamps or owners, so
     the same samples always give the same bytes.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     count = 0
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for sample in samples:
