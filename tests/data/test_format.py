@@ -37,8 +37,9 @@ def test_round_trip(tmp_path):
         np.testing.assert_array_equal(a.pbc, b.pbc)
         assert b.fingerprint.dtype == np.float32
         np.testing.assert_array_equal(a.fingerprint, b.fingerprint)
-        assert b.meta["id"] == a.meta["id"] and b.meta["properties"] == {"e_form": a.meta[
-            "properties"]["e_form"]}
+        assert b.meta["id"] == a.meta["id"] and b.meta["properties"] == {
+            "e_form": a.meta["properties"]["e_form"]
+        }
         assert b.to_structure().id == a.meta["id"]
 
 
@@ -88,5 +89,7 @@ def test_bad_samples_and_shards(tmp_path):
     with pytest.raises(ShardFormatError):
         list(read_shard(path))
     with pytest.raises(ShardFormatError, match="may not contain"):
-        write_shard(tmp_path / "k.tar", [Sample.from_structure("a.b", make_samples(1)[0]
-                                                                .to_structure(), np.zeros((2, 1)))])
+        write_shard(
+            tmp_path / "k.tar",
+            [Sample.from_structure("a.b", make_samples(1)[0].to_structure(), np.zeros((2, 1)))],
+        )
