@@ -18,6 +18,8 @@ Commands:
   fingerprint   compute per-atom fingerprints of structure files and print a summary
   featurize     featurize a structure source into WebDataset shards with Ray (resumable)
   shards        inspect shard directories: `shards verify DIR` checks them against the manifest
+  pretrain      pre-train a GNN on the fingerprints of a shard directory with DeepSpeed
+  export        turn a pre-training checkpoint into a release (safetensors + config + sha256)
   descriptors   list the descriptors with their dimension, hash and default parameters
   generate      write built-in generated crystal structures to a file (offline, seedable)
 
@@ -101,6 +103,46 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", type=Path, help="shard directory (holds manifest.json)")
     verify.add_argument("--no-decode", action="store_true", help="check sizes and sha256 only")
     verify.set_defaults(func=cmd_shards_verify)
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="pre-train a GNN on fingerprint shards (DeepSpeed)",
+        description=(
+            "Pre-train a GNN to regress normalized per-atom fingerprints. One process on CPU "
+            "(gloo) with no launcher; under torchrun, the deepspeed launcher or srun on many "
+            "GPUs. Re-running the same command resumes from the latest checkpoint in out/. "
+            "SIGUSR1/SIGTERM (e.g. Slurm's pre-emption warning) checkpoints and stops."
+        ),
+    )
+    pre.add_argument("--config", type=Path, help="YAML (configs/pretrain/...)")
+    pre.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="configuration overrides, e.g. data=DIR out=DIR max_steps=500 zero_stage=2",
+    )
+    pre.add_argument(
+        "--deepspeed-config",
+        type=Path,
+        help="YAML/JSON of DeepSpeed entries merged into the run's (configs/deepspeed/...)",
+    )
+    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre.set_defaults(func=cmd_pretrain)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a release from a pre-training checkpoint",
+        description=(
+            "Consolidate a DeepSpeed checkpoint (any ZeRO stage) into a release: fp32 "
+            "model.safetensors, config.yaml (model, descriptor, normalization) and SHA256SUMS. "
+            "CKPT is a run directory (its latest checkpoint), its checkpoints/ folder or one "
+            "checkpoint tag folder."
+        ),
+    )
+    exp.add_argument("checkpoint", type=Path, metavar="CKPT", help="run or checkpoint directory")
+    exp.add_argument("--out", type=Path, required=True, help="release directory to write")
+    exp.set_defaults(func=cmd_export)
 
     ds = sub.add_parser(
         "descriptors",
@@ -243,6 +285,35 @@ def cmd_shards_verify(args: argparse.Namespace) -> int:
         f"{len(problems)} problem(s) in {args.dir}"
     )
     return 1 if problems else 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from fmpretrain.train.config import load_pretrain_config
+    from fmpretrain.train.trainer import describe_validation, pretrain
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    if args.deepspeed_config:
+        extra = OmegaConf.to_container(OmegaConf.load(args.deepspeed_config), resolve=True)
+        cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
+    result = pretrain(cfg, progress=not args.no_progress)
+    import torch.distributed as torch_dist
+
+    if not torch_dist.is_initialized() or torch_dist.get_rank() == 0:
+        print(f"{result.status} at step {result.step}; checkpoint {result.checkpoint}")
+        if result.last_val:
+            print(f"  validation: {describe_validation(result.last_val)}")
+        print(f"  export a release: fmpretrain export {result.out} --out RELEASE_DIR")
+    return 0 if result.status == "finished" else 3
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fmpretrain.train.export import export_release
+
+    out = export_release(args.checkpoint, args.out)
+    print(f"wrote release {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0
 
 
 def cmd_descriptors(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Pre-training on fingerprints with DeepSpeed, checkpoint/resume, logging and release export."""

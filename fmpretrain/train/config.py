@@ -1,0 +1,103 @@
+"""Pre-training configuration: defaults in code <- YAML file <- ``key=value`` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+#: Where named configs (``model=small``) are looked up, after the path itself.
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled; online needs WANDB_API_KEY
+    project: str = "fmpretrain"
+    name: str | None = None
+    entity: str | None = None
+
+
+@dataclass
+class PretrainConfig:
+    data: str = MISSING  # shard directory written by `fmpretrain featurize`
+    out: str = MISSING  # run directory: checkpoints, logs, metrics
+    model: str = "small"  # configs/model/<name>.yaml or a path to a model YAML
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    max_steps: int = 300  # optimizer steps
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 10.0
+    grad_accum: int = 1
+    max_atoms_per_batch: int = 512
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    val_shards: int = 1  # the last N shards are held out for validation
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    loss: str = "mse"  # mse | l1 | smooth_l1
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    zero_stage: int = 1  # 0 (plain data parallel), 1, 2 or 3
+    activation_checkpointing: bool | None = None  # None: as the model config says
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed config entries
+    stop_after: int | None = None  # checkpoint and stop after this step (time-boxed jobs, tests)
+    audit_samples: bool = False  # log every trained sample key to out/samples/rank<r>.jsonl
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+LOSSES = ("mse", "l1", "smooth_l1")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Merge and check; unknown keys, bad types and bad values are clear errors."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    try:
+        layers = [OmegaConf.structured(PretrainConfig)]
+        if path is not None:
+            layers.append(OmegaConf.load(path))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        for key in ("data", "out"):
+            if OmegaConf.is_missing(merged, key):
+                raise ValueError(f"no {key!r}: pass {key}=...")
+        cfg: PretrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise ValueError(f"invalid pretrain configuration: {err}") from err
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if cfg.max_steps < 1 or cfg.grad_accum < 1 or cfg.max_atoms_per_batch < 1:
+        raise ValueError("max_steps, grad_accum and max_atoms_per_batch must be at least 1")
+    return cfg
+
+
+def resolve_named_config(kind: str, name: str) -> Path:
+    """``name`` as a path, else ``configs/<kind>/<name>.yaml`` here or in the repository."""
+    candidates = [
+        Path(name),
+        Path("configs") / kind / f"{name}.yaml",
+        REPO_CONFIGS / kind / f"{name}.yaml",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no {kind} config {name!r}: looked for {[str(c) for c in candidates]}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,521 @@
+"""Pre-training: a GNN regresses normalized per-atom fingerprints, on a DeepSpeed engine.
+
+The same code runs as one CPU process (gloo) and under ``torchrun`` / ``deepspeed`` / ``srun``
+on many GPUs (NCCL). Checkpoints are DeepSpeed's and carry the data position and RNG states, so
+a resumed run continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import yaml
+
+from fmpretrain.data.manifest import Manifest
+from fmpretrain.train.config import PretrainConfig, resolve_named_config, to_dict
+from fmpretrain.train.distributed import DistInfo, init_distributed
+from fmpretrain.train.logging import RunLogger
+from fmpretrain.train.metrics import ChannelMetrics
+from fmpretrain.train.schedule import warmup_cosine
+
+RUN_FILE = "run.yaml"
+CHECKPOINTS = "checkpoints"
+if TYPE_CHECKING:
+    from fmpretrain.models import ModelConfig
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of this rank consumed in the current epoch
+    samples_seen: int = 0
+    atoms_seen: int = 0
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    status: str  # finished | stopped | preempted
+    step: int
+    resumed_from: int | None
+    last_val: dict[str, float] | None
+    checkpoint: Path | None
+
+
+class _StopFlag:
+    """Set by SIGUSR1/SIGTERM (Slurm's pre-emption warning); acted on at a step boundary."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
+    """Run (or resume) pre-training as configured; returns where it ended."""
+    import deepspeed
+
+    from fmpretrain.data.loader import Normalizer
+    from fmpretrain.models import build_fingerprint_model
+
+    dist = init_distributed()
+    out = Path(cfg.out)
+    manifest = Manifest.load(cfg.data)
+    model_cfg = load_model_config(cfg.model, cfg.model_overrides)
+    if cfg.activation_checkpointing is not None:
+        model_cfg.activation_checkpointing = cfg.activation_checkpointing
+    normalizer = Normalizer.from_manifest(manifest)
+    run_record = _run_record(cfg, model_cfg, manifest, normalizer)
+    if dist.is_main:
+        _write_run_record(out, run_record)
+    torch.distributed.barrier()
+
+    _seed_everything(cfg.seed)
+    model = build_fingerprint_model(model_cfg, out_dim=manifest.dim)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    )
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, dist),
+    )
+
+    state = TrainState()
+    ckpt_dir = out / CHECKPOINTS
+    resumed_from = None
+    if (ckpt_dir / "latest").exists():
+        path, client = engine.load_checkpoint(str(ckpt_dir))
+        if path is None:
+            raise RuntimeError(f"could not load the latest checkpoint in {ckpt_dir}")
+        state = TrainState(**client["train_state"])
+        _set_rng_states(client["rng"][dist.rank] if dist.rank < len(client["rng"]) else None)
+        resumed_from = engine.global_steps
+        if dist.is_main:
+            print(f"resuming from step {resumed_from} ({path})")
+
+    logger = RunLogger(
+        out,
+        enabled=dist.is_main,
+        wandb_mode=cfg.wandb.mode,
+        project=cfg.wandb.project,
+        name=cfg.wandb.name or out.name,
+        entity=cfg.wandb.entity,
+        config=run_record,
+    )
+    stop = _StopFlag()
+    stop.install()
+    try:
+        status, last_val, checkpoint = _train_loop(
+            cfg,
+            dist,
+            engine,
+            scheduler,
+            state,
+            manifest,
+            normalizer,
+            logger,
+            stop,
+            progress,
+            cutoff=model_cfg.cutoff,
+        )
+    finally:
+        stop.restore()
+        logger.close()
+    return PretrainResult(out, status, engine.global_steps, resumed_from, last_val, checkpoint)
+
+
+def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
+    """``configs/model/<name>.yaml`` (or a path) with ``overrides`` on top."""
+    from omegaconf import OmegaConf
+
+    from fmpretrain.models import ModelConfig
+
+    path = resolve_named_config("model", name)
+    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    return ModelConfig.from_dict({**values, **overrides})  # type: ignore[dict-item]
+
+
+def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
+    """The DeepSpeed config this run uses (``cfg.deepspeed`` entries override it)."""
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
+    if use_bf16 and dist.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision=bf16 needs a GPU with bfloat16 support; use precision=fp32")
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,  # one atom-budget batch per micro-step
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+    if use_bf16:  # autocast keeps fp32 master weights; the RBF and loss stay in fp32
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    return _deep_merge(config, cfg.deepspeed)
+
+
+def _train_loop(
+    cfg, dist, engine, scheduler, state, manifest, normalizer, logger, stop, progress, *, cutoff
+):
+    from tqdm import tqdm
+
+    from fmpretrain.data.loader import build_loader
+
+    model_cutoff = float(cutoff)
+    loss_fn = _loss_function(cfg.loss)
+    out = Path(cfg.out)
+    last_val: dict[str, float] | None = None
+    checkpoint: Path | None = None
+    window = _Window()
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=engine.global_steps,
+        desc="pretrain",
+        unit="step",
+        disable=not (progress and dist.is_main) or None,
+    )
+    status = "finished"
+    audit = _SampleAudit(out, dist.rank) if cfg.audit_samples else None
+    try:
+        while engine.global_steps < cfg.max_steps:
+            loader = build_loader(
+                cfg.data,
+                cutoff=model_cutoff,
+                max_atoms_per_batch=cfg.max_atoms_per_batch,
+                seed=cfg.seed,
+                epoch=state.epoch,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                num_workers=cfg.num_workers,
+                shuffle_buffer=cfg.shuffle_buffer,
+                split="train",
+                val_shards=cfg.val_shards,
+                skip_batches=state.batches_in_epoch,
+                expected_descriptor_hash=manifest.descriptor_hash,
+            )
+            for batch, weight in _balanced(loader, dist):
+                batch = batch.to(dist.device)
+                step_before = engine.global_steps
+                prediction = engine(batch)
+                loss = loss_fn(prediction.float(), batch.y)
+                engine.backward(loss * weight)
+                engine.step()
+                state.batches_in_epoch += 1
+                if weight:
+                    if audit is not None:
+                        audit.write(state.epoch, step_before, batch.key)
+                    state.samples_seen += int(batch.num_graphs)
+                    state.atoms_seen += int(batch.num_nodes)
+                    window.add(loss.item(), int(batch.num_nodes))
+                if engine.global_steps == step_before:
+                    continue  # inside a gradient-accumulation cycle
+                step = engine.global_steps
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    record = window.flush(dist)
+                    record.update(
+                        lr=scheduler.get_last_lr()[0],
+                        epoch=state.epoch,
+                        grad_norm=_grad_norm(engine),
+                        **_memory(dist),
+                    )
+                    bar.set_postfix(loss=f"{record['train/loss']:.4f}", refresh=False)
+                    logger.log(record, step)
+                if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                    last_val = evaluate(cfg, dist, engine, normalizer, model_cutoff)
+                    logger.log(last_val, step)
+                    if dist.is_main:
+                        bar.write(f"step {step}: {describe_validation(last_val)}")
+                stopping = _agree(stop.raised, dist) or (
+                    cfg.stop_after is not None and step >= cfg.stop_after
+                )
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
+                    checkpoint = save_checkpoint(engine, state, out, cfg.keep_checkpoints, dist)
+                if stopping:
+                    status = "preempted" if stop.raised else "stopped"
+                    return status, last_val, checkpoint
+                if step >= cfg.max_steps:
+                    break
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+                continue
+            break
+    finally:
+        bar.close()
+    if checkpoint is None or not checkpoint.name.endswith(f"{engine.global_steps:08d}"):
+        checkpoint = save_checkpoint(engine, state, out, cfg.keep_checkpoints, dist)
+    return status, last_val, checkpoint
+
+
+def _balanced(loader, dist: DistInfo):
+    """Yield ``(batch, weight)`` so that every rank takes the same number of steps.
+
+    Ranks whose share of the epoch is exhausted repeat their last batch with weight 0 until
+    all ranks are done: every sample counts exactly once per epoch and no rank hangs.
+    """
+    iterator = iter(loader)
+    last = None
+    while True:
+        batch = next(iterator, None)
+        if not _agree(batch is not None, dist):
+            return
+        if batch is None:
+            if last is None:
+                raise RuntimeError(
+                    f"rank {dist.rank} got no training data: use at least as many training "
+                    "shards as ranks x loader workers"
+                )
+            yield last, 0.0
+        else:
+            last = batch
+            yield batch, 1.0
+
+
+def _agree(flag: bool, dist: DistInfo) -> bool:
+    """True on every rank if ``flag`` is true on any rank."""
+    if dist.world_size == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+@torch.no_grad()
+def evaluate(cfg, dist, engine, normalizer, cutoff) -> dict[str, float]:
+    """Loss, per-channel MAE (fingerprint units) and R² on the held-out shards."""
+    from fmpretrain.data.loader import build_loader
+
+    loader = build_loader(
+        cfg.data,
+        cutoff=cutoff,
+        max_atoms_per_batch=cfg.max_atoms_per_batch,
+        seed=cfg.seed,
+        epoch=0,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        num_workers=0,
+        shuffle_buffer=0,
+        split="val",
+        val_shards=cfg.val_shards,
+    )
+    engine.eval()
+    loss_fn = _loss_function(cfg.loss)
+    dim = len(normalizer.mean)
+    metrics = ChannelMetrics(dim, dist.device)
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=dist.device)
+    for batch in loader:
+        batch = batch.to(dist.device)
+        prediction = engine(batch).float()
+        loss_sum[0] += loss_fn(prediction, batch.y).double() * batch.num_nodes
+        loss_sum[1] += batch.num_nodes
+        metrics.update(normalizer.denormalize(prediction), normalizer.denormalize(batch.y))
+    engine.train()
+    metrics.all_reduce()
+    if dist.world_size > 1:
+        torch.distributed.all_reduce(loss_sum)
+    values = metrics.compute()
+    r2 = values["r2"][~values["r2"].isnan()]
+    mae_normalized = values["mae"] / normalizer.std.to(values["mae"])
+    record = {
+        "val/loss": float(loss_sum[0] / loss_sum[1].clamp(min=1)),
+        "val/mae_mean": float(values["mae"].mean()),
+        "val/mae_normalized_mean": float(mae_normalized.mean()),
+        "val/r2_mean": float(r2.mean()) if len(r2) else math.nan,
+        "val/r2_median": float(r2.median()) if len(r2) else math.nan,
+        "val/atoms": int(loss_sum[1]),
+    }
+    for k in range(dim):
+        record[f"val/mae/{k}"] = float(values["mae"][k])
+        record[f"val/r2/{k}"] = float(values["r2"][k])
+    return record
+
+
+def describe_validation(record: dict[str, float]) -> str:
+    return (
+        f"val loss {record['val/loss']:.4f}, MAE/std {record['val/mae_normalized_mean']:.4f}, "
+        f"median R² {record['val/r2_median']:.3f}"
+    )
+
+
+def save_checkpoint(engine, state: TrainState, out: Path, keep: int, dist: DistInfo) -> Path:
+    """A DeepSpeed checkpoint with the train state and every rank's RNG states."""
+    tag = f"step{engine.global_steps:08d}"
+    ckpt_dir = out / CHECKPOINTS
+    rng = _gather_rng_states(dist)
+    engine.save_checkpoint(
+        str(ckpt_dir), tag=tag, client_state={"train_state": state.__dict__, "rng": rng}
+    )
+    torch.distributed.barrier()
+    if dist.is_main and keep > 0:
+        tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())
+        for old in tags[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return ckpt_dir / tag
+
+
+class _SampleAudit:
+    """Which samples each rank trained on, per epoch (to check data order and coverage)."""
+
+    def __init__(self, out: Path, rank: int) -> None:
+        self.path = out / "samples" / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, epoch: int, step: int, keys: list[str]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"epoch": epoch, "step": step, "keys": list(keys)}) + "\n")
+
+
+class _Window:
+    """Loss and throughput since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.batches, self.atoms, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, atoms: int) -> None:
+        self.loss_sum += loss
+        self.batches += 1
+        self.atoms += atoms
+
+    def flush(self, dist: DistInfo) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        totals = torch.tensor([self.loss_sum, self.batches, self.atoms], dtype=torch.float64)
+        if dist.world_size > 1:
+            totals = totals.to(dist.device)
+            torch.distributed.all_reduce(totals)
+        record = {
+            "train/loss": float(totals[0] / max(totals[1].item(), 1)),
+            "train/atoms_per_s": float(totals[2]) / elapsed,
+        }
+        self.reset()
+        return record
+
+
+def _loss_function(name: str):
+    return {
+        "mse": torch.nn.functional.mse_loss,
+        "l1": torch.nn.functional.l1_loss,
+        "smooth_l1": torch.nn.functional.smooth_l1_loss,
+    }[name]
+
+
+def _grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else math.nan
+
+
+def _memory(dist: DistInfo) -> dict[str, float]:
+    if dist.device.type == "cuda":
+        return {"memory/gpu_max_gib": torch.cuda.max_memory_allocated(dist.device) / 2**30}
+    import resource
+
+    return {"memory/rss_max_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _gather_rng_states(dist: DistInfo) -> list[dict[str, Any]]:
+    states: list[Any] = [None] * dist.world_size
+    torch.distributed.all_gather_object(states, _rng_state())
+    return states
+
+
+def _set_rng_states(state: dict[str, Any] | None) -> None:
+    if state is None:
+        return
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _run_record(cfg, model_cfg, manifest: Manifest, normalizer) -> dict[str, Any]:
+    """What a release needs to rebuild the model: model, descriptor, normalization."""
+    from dataclasses import asdict
+
+    return {
+        "pretrain": to_dict(cfg),
+        "model": asdict(model_cfg),
+        "descriptor": {
+            **manifest.descriptor,
+            "hash": manifest.descriptor_hash,
+            "dim": manifest.dim,
+            "feature_names": manifest.feature_names,
+        },
+        "normalization": normalizer.to_dict(),
+        "data": {
+            "path": str(cfg.data),
+            "n_samples": manifest.n_samples,
+            "shards": len(manifest.shards),
+        },
+    }
+
+
+def _write_run_record(out: Path, record: dict[str, Any]) -> None:
+    """Write ``run.yaml``; a resumed run must match the one on disk in model and data."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_FILE
+    if path.exists():
+        old = yaml.safe_load(path.read_text())
+        for key in ("model", "descriptor"):
+            if old.get(key) != json.loads(json.dumps(record[key])):
+                raise ValueError(
+                    f"{out} holds a run with a different {key} configuration; resume with the "
+                    "same configuration or choose another out=DIR"
+                )
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
