@@ -67,14 +67,17 @@ class Structure:
 
     @property
     def formula(self) -> str:
-        """Hill-ordered chemical formula, e.g. ``'Cl4Na4'``."""
+        """Hill-ordered chemical formula, e.g. ``'Cl4Na4'`` (C, H first if carbon is present)."""
         from ase.data import chemical_symbols
-        from ase.formula import Formula
 
-        symbols = "".join(
-            chemical_symbols[z] if 0 < z <= MAX_ATOMIC_NUMBER else "X" for z in self.numbers
-        )
-        return Formula(symbols).format("hill") if symbols else ""
+        values, counts = np.unique(self.numbers, return_counts=True)
+        count = {
+            chemical_symbols[z] if 0 < z <= MAX_ATOMIC_NUMBER else "X": int(n)
+            for z, n in zip(values, counts, strict=True)
+        }
+        first = ["C", "H"] if "C" in count else []
+        order = [s for s in first if s in count] + sorted(s for s in count if s not in first)
+        return "".join(s + (str(count[s]) if count[s] > 1 else "") for s in order)
 
     def copy(self) -> Structure:
         return Structure(

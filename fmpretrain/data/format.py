@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -125,21 +125,36 @@ def write_shard(path: str | Path, samples: Iterable[Sample]) -> tuple[int, int, 
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     count = 0
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for sample in samples:
-            if "." in sample.key or "/" in sample.key:
-                raise ShardFormatError(f"sample key {sample.key!r} may not contain '.' or '/'")
-            for suffix, payload in sample.encode().items():
-                info = tarfile.TarInfo(f"{sample.key}.{suffix}")
-                info.size, info.mtime, info.mode = len(payload), 0, 0o644
-                tar.addfile(info, io.BytesIO(payload))
-            count += 1
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    digest = sha256_file(tmp)
-    size = tmp.stat().st_size
+    with open(tmp, "wb") as raw:
+        sink = _HashingWriter(raw)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for sample in samples:
+                if "." in sample.key or "/" in sample.key:
+                    raise ShardFormatError(f"sample key {sample.key!r} may not contain '.' or '/'")
+                for suffix, payload in sample.encode().items():
+                    info = tarfile.TarInfo(f"{sample.key}.{suffix}")
+                    info.size, info.mtime, info.mode = len(payload), 0, 0o644
+                    tar.addfile(info, io.BytesIO(payload))
+                count += 1
+        raw.flush()
+        os.fsync(raw.fileno())
     os.replace(tmp, path)
-    return count, size, digest
+    return count, sink.size, sink.digest.hexdigest()
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through it."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def read_shard(path: str | Path) -> Iterator[Sample]:

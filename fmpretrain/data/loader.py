@@ -1,0 +1,708 @@
+"""Stream fingerprint shards into atom-budgeted graph batches for pre-training.
+
+::
+
+    loader = build_loader("runs/feat", cutoff=6.0, max_atoms_per_batch=512, val_shards=1,
+                          expected_descriptor_hash=model_cfg.descriptor_hash, num_workers=4)
+    for epoch in range(n_epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:  # torch_geometric Batch: z, pos, edge_index, edge_shift, y, key
+            ...
+
+What it guarantees:
+
+- **Every sample exactly once per epoch** across all ranks x DataLoader workers. The shard list
+  is shuffled with a seed from ``(seed, epoch)`` (the same on every rank), rank ``r`` takes
+  shards ``r::world_size`` and its worker ``w`` takes ``w::num_workers`` of those. Ranks
+  therefore see whole shards, and their sample counts differ by up to a shard's worth
+  (:meth:`ShardLoader.counts`); use more shards than ``world_size x num_workers``.
+- **Deterministic** given ``(seed, epoch, rank, world_size, num_workers)``: samples are mixed in
+  a shuffle buffer seeded from ``(seed, epoch, rank, worker)``; PyTorch's DataLoader visits
+  its workers round-robin (skipping exhausted ones), so the interleaved batch order is
+  deterministic too.
+- **Atom budget**: a batch holds as many consecutive whole structures as fit in
+  ``max_atoms_per_batch`` (and ``max_edges_per_batch`` if given); a larger structure forms a
+  batch alone, with a warning the first time.
+- **Exact resume**: ``skip_batches=k`` (or ``set_epoch(epoch, skip_batches=k)``) yields exactly
+  the batches an uninterrupted pass yields after its first ``k``, with the same
+  ``num_workers``. Skipped batches are planned from atom counts without building graphs
+  (with an edge budget their graphs are built to count edges). With workers each one skips
+  ``k // num_workers`` of its own batches; the remainder (more when some worker ran out of
+  batches before that point) are built and dropped in the main process.
+- **Workers** (``num_workers > 0``) are started for each pass (``set_epoch`` reaches them; no
+  persistent workers) and send batches as numpy arrays, rebuilt into ``Batch`` objects in the
+  main process (cheaper than ~20 shared-memory tensors per batch).
+- **Clear failures**: descriptor-hash mismatch and incomplete manifests are refused
+  (``ValueError``), missing shards up front (``FileNotFoundError``), a shard whose size differs
+  from the manifest up front and a truncated or corrupt one while streaming
+  (:class:`ShardReadError`, naming it). Nothing is skipped silently.
+
+Shards are read with ``webdataset``'s tar streaming from local paths, ``file:`` URLs or
+``pipe:`` URLs (``pipe:aws s3 cp s3://bucket/shard-000001.tar -``); samples are decoded by
+:meth:`Sample.decode` (``np.load(allow_pickle=False)``) and graphs built by
+:func:`fmpretrain.data.graphs.build_graph` with the model's cutoff. Targets are the
+fingerprints normalized with the manifest's per-feature statistics (:class:`Normalizer`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tarfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch_geometric.data import Batch, Data
+from webdataset.handlers import reraise_exception
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from fmpretrain.data.batching import derive_seed, pack_by_budget, shuffle_buffer
+from fmpretrain.data.format import Sample, ShardFormatError
+from fmpretrain.data.graphs import build_graph
+from fmpretrain.data.manifest import MANIFEST_NAME, Manifest
+
+Split = Literal["train", "val", "all"]
+_SHARD_ORDER, _SAMPLE_ORDER = 0, 1  # seed-stream tags
+
+
+class ShardReadError(ShardFormatError):
+    """A shard could not be streamed (truncated, corrupt, or its ``pipe:`` command failed)."""
+
+
+# --------------------------------------------------------------------------- normalization
+class Normalizer:
+    """Per-feature target normalization ``y = (x - mean) / std``.
+
+    ``std`` below ``min_std`` (constant features) is replaced by 1, so such features are
+    centred but not blown up. Released checkpoints store :meth:`to_dict`.
+    """
+
+    def __init__(self, mean: Any, std: Any, *, min_std: float = 1e-8) -> None:
+        mean64 = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std64 = np.asarray(std, dtype=np.float64).reshape(-1)
+        if mean64.shape != std64.shape:
+            raise ValueError(f"mean {mean64.shape} and std {std64.shape} differ in shape")
+        if not (np.isfinite(mean64).all() and np.isfinite(std64).all()):
+            raise ValueError("normalization statistics contain NaN or inf")
+        std64 = np.where(std64 < min_std, 1.0, std64)
+        self.min_std = float(min_std)
+        self._mean, self._std = mean64, std64
+        self.mean = torch.from_numpy(mean64.astype(np.float32))
+        self.std = torch.from_numpy(std64.astype(np.float32))
+        self._mean_t, self._std_t = torch.from_numpy(mean64), torch.from_numpy(std64)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, *, min_std: float = 1e-8) -> Normalizer:
+        stats = manifest.statistics()
+        if stats.count == 0:
+            raise ValueError("the manifest holds no statistics (no atoms): cannot normalize")
+        return cls(stats.mean, stats.std, min_std=min_std)
+
+    @property
+    def dim(self) -> int:
+        return len(self._mean)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """In ``x``'s dtype and device (the statistics are kept in float64)."""
+        return (x - self._mean_t.to(x)) / self._std_t.to(x)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self._std_t.to(y) + self._mean_t.to(y)
+
+    def normalize_numpy(self, x: np.ndarray) -> np.ndarray:
+        """``float32`` normalized copy of a ``[n, dim]`` array, computed in float64 (the loader's
+        path; a feature with a large mean and a small spread keeps its precision)."""
+        return ((np.asarray(x, dtype=np.float64) - self._mean) / self._std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self._mean.tolist(), "std": self._std.tolist(), "min_std": self.min_std}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalizer:
+        return cls(d["mean"], d["std"], min_std=d.get("min_std", 1e-8))
+
+    def __repr__(self) -> str:
+        return f"Normalizer(dim={self.dim})"
+
+
+# --------------------------------------------------------------------------- shard lists
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard to stream: its URL, a display name, and its counts when the manifest has it."""
+
+    url: str
+    name: str
+    n_samples: int | None = None
+    n_atoms: int | None = None
+    n_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RankCounts:
+    """What one rank reads in one epoch (``None`` where the manifest does not say)."""
+
+    n_shards: int
+    n_samples: int | None
+    n_atoms: int | None
+
+    def approx_batches(self, max_atoms_per_batch: int) -> int | None:
+        """A progress-bar estimate (a lower bound unless structures exceed the budget)."""
+        if self.n_atoms is None:
+            return None
+        return math.ceil(self.n_atoms / max_atoms_per_batch)
+
+
+def split_shards(
+    shards: Sequence[ShardRef], val_shards: int | float, split: Split
+) -> list[ShardRef]:
+    """The last ``val_shards`` shards (an int, or a fraction of them, at least one) are the
+    validation split; the others the training split. ``split="all"`` keeps every shard."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    n = len(shards)
+    if isinstance(val_shards, float) and not val_shards.is_integer():
+        if not 0.0 < val_shards < 1.0:
+            raise ValueError(f"val_shards as a fraction must lie in (0, 1), got {val_shards}")
+        n_val = max(1, round(val_shards * n))
+    else:
+        n_val = int(val_shards)
+        if n_val < 0:
+            raise ValueError(f"val_shards must be >= 0, got {val_shards}")
+    if split == "all":
+        return list(shards)
+    if n_val >= n:
+        raise ValueError(
+            f"val_shards={val_shards} leaves no training shard out of {n}: "
+            "featurize with a smaller chunk_size or hold out fewer shards"
+        )
+    if split == "val" and n_val == 0:
+        raise ValueError("split='val' needs val_shards > 0 (the shards held out for validation)")
+    return list(shards[n - n_val :]) if split == "val" else list(shards[: n - n_val])
+
+
+def rank_shards(
+    shards: Sequence[ShardRef],
+    *,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+) -> list[ShardRef]:
+    """The shards rank ``rank`` reads in ``epoch`` (in its reading order)."""
+    order = list(shards)
+    if shuffle:
+        perm = np.random.default_rng(derive_seed(seed, epoch, _SHARD_ORDER)).permutation(len(order))
+        order = [order[i] for i in perm]
+    return order[rank::world_size]
+
+
+def count_rank(shards: Sequence[ShardRef]) -> RankCounts:
+    samples = [s.n_samples for s in shards]
+    atoms = [s.n_atoms for s in shards]
+    return RankCounts(
+        n_shards=len(shards),
+        n_samples=None if None in samples else sum(samples),  # type: ignore[arg-type]
+        n_atoms=None if None in atoms else sum(atoms),  # type: ignore[arg-type]
+    )
+
+
+def _local_path(url: str) -> Path | None:
+    """The file a path or ``file:`` URL names; ``None`` for other schemes (``pipe:``, ...)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "":
+        return Path(url)
+    return None
+
+
+def _expand(source: str | Path | Sequence[str | Path]) -> list[str]:
+    if isinstance(source, str | Path):
+        return list(wds.shardlists.expand_urls(str(source)))
+    return [str(s) for s in source]
+
+
+def _resolve(
+    source: str | Path | Sequence[str | Path], manifest: Manifest | str | Path | None
+) -> tuple[Manifest, list[ShardRef], str]:
+    """The manifest, the shard list (in manifest or given order) and where it came from."""
+    if isinstance(source, str | Path) and Path(source).is_dir():
+        root = Path(source)
+        man = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest or root)
+        refs = [
+            ShardRef(str(root / s.name), s.name, s.n_samples, s.n_atoms, s.bytes)
+            for s in sorted(man.shards, key=lambda s: s.index)
+        ]
+        return man, refs, str(root / MANIFEST_NAME)
+    urls = _expand(source)
+    if not urls:
+        raise ValueError(f"no shard in {source!r}")
+    if manifest is None:
+        parents = {p.parent for p in map(_local_path, urls) if p is not None}
+        if len(parents) != 1 or not (next(iter(parents)) / MANIFEST_NAME).exists():
+            raise ValueError(
+                "pass manifest=<shard directory or Manifest>: the loader needs the manifest of "
+                "these shards for the descriptor hash and the normalization statistics"
+            )
+        manifest = next(iter(parents))
+    man = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+    where = "the given manifest" if isinstance(manifest, Manifest) else str(manifest)
+    by_name = {s.name: s for s in man.shards}
+    refs = []
+    for url in urls:
+        names = {t for t in re.split(r"[\s/:]+", url) if t in by_name}
+        entry = by_name[names.pop()] if len(names) == 1 else None
+        if entry is None:
+            refs.append(ShardRef(url, url))
+        else:
+            refs.append(ShardRef(url, entry.name, entry.n_samples, entry.n_atoms, entry.bytes))
+    unknown = [r.url for r in refs if r.n_samples is None]
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} shard URL(s), e.g. {unknown[0]!r}, name no shard of {where}: their "
+            "sample counts are unknown, so truncation at a sample boundary goes unnoticed and "
+            "counts() cannot report them",
+            stacklevel=3,
+        )
+    return man, refs, where
+
+
+def _check_manifest(man: Manifest, where: str, expected_hash: str | None) -> None:
+    if expected_hash is not None and man.descriptor_hash != expected_hash:
+        name = man.descriptor.get("name", "?")
+        raise ValueError(
+            f"descriptor hash mismatch: the shards of {where} were featurized with descriptor "
+            f"{name!r} hash {man.descriptor_hash}, but the model expects hash {expected_hash}. "
+            "Featurize the structures with the model's descriptor configuration (or train with "
+            "a model config whose descriptor matches these shards)."
+        )
+    if not man.complete:
+        raise ValueError(
+            f"{where} is incomplete ({len(man.shards)} of {man.n_chunks or '?'} shards): "
+            "featurization did not finish. Re-run the same `fmpretrain featurize` command to "
+            "finish it (it resumes), then check with `fmpretrain shards verify DIR`."
+        )
+    if not man.shards:
+        raise ValueError(f"{where} lists no shard")
+
+
+def _check_files(refs: Sequence[ShardRef], where: str) -> None:
+    for ref in refs:
+        path = _local_path(ref.url)
+        if path is None:
+            continue
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"shard {ref.name} listed in {where} is missing: {path}. Restore it, or re-run "
+                "`fmpretrain featurize` on the directory to rewrite missing shards."
+            )
+        if ref.n_bytes is not None and path.stat().st_size != ref.n_bytes:
+            raise ShardReadError(
+                f"shard {ref.name} ({path}) has {path.stat().st_size} bytes but {where} says "
+                f"{ref.n_bytes}: it is truncated or was changed. Run `fmpretrain shards verify` "
+                "and re-featurize the bad shards."
+            )
+
+
+# --------------------------------------------------------------------------- the stream
+@dataclass
+class _Header:
+    """First item of every worker's stream when resuming with workers: how many of its own
+    batches it skipped (lets the main process finish the skip exactly)."""
+
+    worker: int
+    skipped: int
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@dataclass
+class _WireBatch:
+    """A :class:`Batch` as numpy arrays, for the trip from a DataLoader worker.
+
+    A PyG ``Batch`` holds ~20 tensors (data, slices, increments); sent as tensors each becomes
+    its own shared-memory segment, which costs more than the batch's bytes. Numpy arrays are
+    pickled by value instead, and :meth:`to_batch` rebuilds an equal ``Batch`` (``get_example``
+    included) without copying.
+    """
+
+    arrays: dict[str, np.ndarray]
+    other: dict[str, Any]
+    slices: dict[str, np.ndarray]
+    incs: dict[str, np.ndarray | None]
+    num_graphs: int
+
+    @classmethod
+    def from_batch(cls, batch: Batch) -> _WireBatch:
+        arrays, other = {}, {}
+        for name, value in batch.to_dict().items():
+            if isinstance(value, torch.Tensor):
+                arrays[name] = value.numpy()
+            else:
+                other[name] = value
+        return cls(
+            arrays,
+            other,
+            {k: v.numpy() for k, v in batch._slice_dict.items()},
+            {k: None if v is None else v.numpy() for k, v in batch._inc_dict.items()},
+            batch.num_graphs,
+        )
+
+    def to_batch(self) -> Batch:
+        batch = Batch(_base_cls=Data)
+        for name, value in self.arrays.items():
+            batch[name] = torch.from_numpy(value)
+        for name, value in self.other.items():
+            batch[name] = value
+        batch._slice_dict = {k: torch.from_numpy(v) for k, v in self.slices.items()}
+        batch._inc_dict = {
+            k: None if v is None else torch.from_numpy(v) for k, v in self.incs.items()
+        }
+        batch._num_graphs = self.num_graphs
+        return batch
+
+
+class ShardBatches(IterableDataset):
+    """The per-process pipeline: shards -> samples -> shuffle -> budgeted groups -> Batch.
+
+    Iterating it in a DataLoader worker reads that worker's part of this rank's shards. Use
+    :func:`build_loader`; this class is the picklable part that travels to the workers.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[ShardRef],
+        normalizer: Normalizer,
+        *,
+        cutoff: float,
+        max_atoms_per_batch: int,
+        max_edges_per_batch: int | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1000,
+        skip_batches: int = 0,
+        emit_header: bool = False,
+        wire: bool = False,
+    ) -> None:
+        super().__init__()
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        if max_atoms_per_batch < 1:
+            raise ValueError(f"max_atoms_per_batch must be >= 1, got {max_atoms_per_batch}")
+        if max_edges_per_batch is not None and max_edges_per_batch < 1:
+            raise ValueError(f"max_edges_per_batch must be >= 1, got {max_edges_per_batch}")
+        if min(seed, epoch, skip_batches) < 0:
+            raise ValueError("seed, epoch and skip_batches must be >= 0")
+        self.shards = list(shards)
+        self.normalizer = normalizer
+        self.cutoff = float(cutoff)
+        self.max_atoms = int(max_atoms_per_batch)
+        self.max_edges = max_edges_per_batch
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.shuffle, self.buffer = shuffle, shuffle_buffer
+        self.skip_batches, self.emit_header, self.wire = skip_batches, emit_header, wire
+        self._warned = False
+
+    def my_shards(self, worker: int = 0, num_workers: int = 1) -> list[ShardRef]:
+        mine = rank_shards(
+            self.shards,
+            rank=self.rank,
+            world_size=self.world_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+        )
+        return mine[worker::num_workers]
+
+    def __iter__(self) -> Iterator[Batch | _WireBatch | _Header]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        samples = self._samples(self.my_shards(worker, num_workers))
+        if self.shuffle:
+            seed = derive_seed(self.seed, self.epoch, _SAMPLE_ORDER, self.rank, worker)
+            samples = shuffle_buffer(samples, self.buffer, seed)
+        items = ((s, self._graph(s) if self.max_edges else None) for s in samples)
+        groups = pack_by_budget(
+            items, self._sizes, (self.max_atoms, self.max_edges), self._on_oversize
+        )
+        skipped = 0
+        for _ in range(self.skip_batches):
+            if next(groups, None) is None:
+                break
+            skipped += 1
+        if self.emit_header:
+            yield _Header(worker, skipped)
+        for group in groups:
+            batch = Batch.from_data_list([g if g is not None else self._graph(s) for s, g in group])
+            yield _WireBatch.from_batch(batch) if self.wire else batch
+
+    # ------------------------------------------------------------------ pieces
+    def _samples(self, shards: Sequence[ShardRef]) -> Iterator[Sample]:
+        for ref in shards:
+            yield from _read_shard(ref, self.normalizer.dim)
+
+    def _graph(self, s: Sample) -> Data:
+        y = self.normalizer.normalize_numpy(s.fingerprint)
+        data = build_graph(s.numbers, s.positions, s.cell, s.pbc, self.cutoff, y=y)
+        data.key = s.key
+        return data
+
+    @staticmethod
+    def _sizes(item: tuple[Sample, Data | None]) -> tuple[int, int]:
+        sample, graph = item
+        return len(sample.numbers), (graph.num_edges if graph is not None else 0)
+
+    def _on_oversize(self, item: tuple[Sample, Data | None], size: tuple[int, int]) -> None:
+        if not self._warned:
+            self._warned = True
+            what = f"{size[0]} atoms" + (f", {size[1]} edges" if self.max_edges else "")
+            budget = f"max_atoms_per_batch={self.max_atoms}" + (
+                f", max_edges_per_batch={self.max_edges}" if self.max_edges else ""
+            )
+            warnings.warn(
+                f"structure {item[0].key} ({what}) exceeds the batch budget ({budget}); it "
+                "forms a batch alone (warned once per worker)",
+                stacklevel=2,
+            )
+
+
+def _read_shard(ref: ShardRef, dim: int) -> Iterator[Sample]:
+    """Decode one shard's samples in order; any problem raises :class:`ShardReadError`."""
+
+    def fail(what: str, err: BaseException | None = None) -> ShardReadError:
+        where = ref.url if ref.name == ref.url else f"{ref.name} ({ref.url})"
+        detail = ""
+        if err is not None:  # webdataset appends " @ <stream>" and extra args: keep the message
+            message = str(err.args[0]) if err.args else str(err)
+            detail = f" ({type(err).__name__}: {message.split(' @ <')[0]})"
+        return ShardReadError(
+            f"shard {where} {what}{detail}. Check its directory with `fmpretrain shards verify` "
+            "and re-featurize bad shards."
+        )
+
+    def unreadable(err: Exception) -> ShardReadError:
+        if isinstance(err, OSError) and not isinstance(err, tarfile.TarError):
+            return fail("could not be read", err)
+        return fail("is truncated or corrupt", err)
+
+    try:
+        stream = wds.gopen(ref.url)
+    except Exception as err:
+        raise fail("could not be opened", err) from err
+    finished = False
+    count = 0
+    try:
+        files = tar_file_expander([{"url": ref.url, "stream": stream}], handler=reraise_exception)
+        records = group_by_keys(files, handler=reraise_exception)
+        while True:
+            try:
+                record = next(records, None)
+                if record is None:
+                    break
+                sample = Sample.decode(record["__key__"], record)
+            except Exception as err:
+                raise unreadable(err) from err
+            if sample.fingerprint.shape[1] != dim:
+                raise fail(
+                    f"has {sample.fingerprint.shape[1]} features in sample {sample.key}, "
+                    f"the manifest says {dim}"
+                )
+            count += 1
+            yield sample
+        if ref.n_samples is not None and count != ref.n_samples:
+            raise fail(f"is truncated: {count} samples read, the manifest says {ref.n_samples}")
+        finished = True
+    finally:
+        try:
+            stream.close()  # a pipe: URL reports its command's exit status here
+        except Exception as err:
+            if finished:
+                raise fail("could not be read", err) from err
+
+
+# --------------------------------------------------------------------------- the loader
+class ShardLoader:
+    """Iterable over this rank's batches for the current epoch; see the module docstring."""
+
+    def __init__(
+        self,
+        dataset: ShardBatches,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        manifest: Manifest | None = None,
+    ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.manifest = manifest
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return self.dataset.normalizer
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    @property
+    def skip_batches(self) -> int:
+        return self.dataset.skip_batches
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Read ``epoch`` next, starting after its first ``skip_batches`` batches (resume)."""
+        if epoch < 0 or skip_batches < 0:
+            raise ValueError("epoch and skip_batches must be >= 0")
+        self.dataset.epoch, self.dataset.skip_batches = epoch, skip_batches
+
+    def shards(self) -> list[ShardRef]:
+        """This rank's shards for the current epoch."""
+        return self.dataset.my_shards()
+
+    def counts(self) -> RankCounts:
+        """Samples and atoms this rank reads in the current epoch (for progress bars)."""
+        return count_rank(self.shards())
+
+    def __iter__(self) -> Iterator[Batch]:
+        ds = self.dataset
+        skip = ds.skip_batches
+        if self.num_workers == 0:
+            for batch in ds:
+                yield batch.pin_memory() if self.pin_memory else batch
+            return
+        # each worker skips k // W of its own batches and reports how many it had; the
+        # DataLoader interleaves round-robin, so the main process can finish the skip exactly
+        worker_ds = _copy(ds, skip_batches=skip // self.num_workers, emit_header=True, wire=True)
+        loader = DataLoader(
+            worker_ds,
+            batch_size=None,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            prefetch_factor=self.prefetch_factor,
+            persistent_workers=False,
+            in_order=True,
+        )
+        batches = iter(loader)
+        try:
+            headers = [next(batches) for _ in range(self.num_workers)]
+            if [h.worker for h in headers if isinstance(h, _Header)] != list(
+                range(self.num_workers)
+            ):
+                raise RuntimeError(f"unexpected DataLoader worker order {headers!r}")
+            for _ in range(skip - sum(h.skipped for h in headers)):
+                if next(batches, None) is None:
+                    return
+            for wire in batches:
+                batch = wire.to_batch()
+                yield batch.pin_memory() if self.pin_memory else batch
+        finally:
+            # stop the workers now: after an error the iterator sits in a reference cycle, and
+            # when the garbage collector finalizes its queues first, shutdown waits 5 s a worker
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+
+def _copy(ds: ShardBatches, **changes: Any) -> ShardBatches:
+    new = copy.copy(ds)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new
+
+
+def _default_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None and world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    if rank is None or world_size is None:
+        raise ValueError("give both rank and world_size, or neither (torch.distributed's)")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    return rank, world_size
+
+
+def build_loader(
+    shard_dir_or_urls: str | Path | Sequence[str | Path],
+    *,
+    cutoff: float,
+    max_atoms_per_batch: int,
+    max_edges_per_batch: int | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    skip_batches: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    num_workers: int = 0,
+    shuffle: bool | None = None,
+    shuffle_buffer: int = 1000,
+    expected_descriptor_hash: str | None = None,
+    split: Split = "train",
+    val_shards: int | float = 0,
+    manifest: Manifest | str | Path | None = None,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+) -> ShardLoader:
+    """A :class:`ShardLoader` over a shard directory or a list of shard paths / URLs.
+
+    ``shard_dir_or_urls``: a directory with ``manifest.json``; or shard paths / ``file:`` /
+    ``pipe:`` URLs (a list, or one string with ``{000000..000099}`` braces), in which case
+    ``manifest`` (a directory or :class:`Manifest`) is needed unless the shards are local files
+    beside their ``manifest.json``. ``split``: ``"train"`` or ``"val"``, the last
+    ``val_shards`` shards (manifest order; given order for URLs) being held out for validation,
+    or ``"all"``. ``shuffle`` defaults to ``True`` for training and ``False`` otherwise.
+    ``rank``/``world_size`` default to ``torch.distributed``'s when it is initialized.
+    """
+    man, refs, where = _resolve(shard_dir_or_urls, manifest)
+    _check_manifest(man, where, expected_descriptor_hash)
+    _check_files(refs, where)
+    refs = split_shards(refs, val_shards, split)
+    rank, world_size = _default_rank(rank, world_size)
+    if len(refs) < world_size * max(1, num_workers):
+        warnings.warn(
+            f"{len(refs)} {split} shard(s) for {world_size} rank(s) x {max(1, num_workers)} "
+            "worker(s): some read nothing. Featurize with a smaller chunk_size for more shards.",
+            stacklevel=2,
+        )
+    dataset = ShardBatches(
+        refs,
+        Normalizer.from_manifest(man),
+        cutoff=cutoff,
+        max_atoms_per_batch=max_atoms_per_batch,
+        max_edges_per_batch=max_edges_per_batch,
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        shuffle=(split == "train") if shuffle is None else shuffle,
+        shuffle_buffer=shuffle_buffer,
+        skip_batches=skip_batches,
+    )
+    return ShardLoader(
+        dataset,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor,
+        manifest=man,
+    )
