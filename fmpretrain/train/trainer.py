@@ -148,7 +148,23 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     finally:
         stop.restore()
         logger.close()
-    return PretrainResult(out, status, engine.global_steps, resumed_from, last_val, checkpoint)
+    result = PretrainResult(out, status, engine.global_steps, resumed_from, last_val, checkpoint)
+    if dist.is_main:
+        _write_status(result)
+    return result
+
+
+def _write_status(result: PretrainResult) -> None:
+    """``status.json``: how the last invocation ended (launchers requeue on ``preempted``)."""
+    record = {
+        "status": result.status,
+        "step": result.step,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "resumed_from": result.resumed_from,
+    }
+    tmp = result.out / "status.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(result.out / "status.json")
 
 
 def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
