@@ -20,6 +20,10 @@ Commands:
   shards        inspect shard directories: `shards verify DIR` checks them against the manifest
   pretrain      pre-train a GNN on the fingerprints of a shard directory with DeepSpeed
   export        turn a pre-training checkpoint into a release (safetensors + config + sha256)
+  finetune      fine-tune a release (and a from-scratch baseline) on a labelled task
+  benchmark     MatBench-style 5-fold benchmark: pre-trained vs scratch, results table + plot
+  publish       pack a release into one .tar.gz and print its registry entry
+  download      download, verify and cache a release by registry name or URL
   descriptors   list the descriptors with their dimension, hash and default parameters
   generate      write built-in generated crystal structures to a file (offline, seedable)
 
@@ -29,6 +33,11 @@ Run `fmpretrain COMMAND --help` for the options of one command.
 OVERRIDES_HELP = (
     "descriptor parameter overrides as key=value (OmegaConf dotlist), e.g. cutoff=5.0 "
     "zeta=[1,2,4]; see `fmpretrain descriptors` for the parameters"
+)
+
+FINETUNE_OVERRIDES_HELP = (
+    "configuration overrides, e.g. pretrained=RELEASE_DIR out=DIR task=matbench_jdft2d "
+    "folds=[0,1] max_epochs=50 freeze_backbone=true layer_decay=0.8 device=cuda"
 )
 
 
@@ -143,6 +152,95 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("checkpoint", type=Path, metavar="CKPT", help="run or checkpoint directory")
     exp.add_argument("--out", type=Path, required=True, help="release directory to write")
     exp.set_defaults(func=cmd_export)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a release on a labelled task",
+        description=(
+            "Fine-tune a release (pretrained=DIR) with a new graph-level head on a labelled "
+            "task, and the from-scratch baseline with the identical architecture and budget, on "
+            "one seeded train/val/test split (60/20/20 by default). Writes OUT/finetune.json, "
+            "the fine-tuned weights (OUT/TASK/MODE/model.safetensors + config.yaml), "
+            "metrics.jsonl and an offline W&B run. pretrained=null trains from scratch only."
+        ),
+    )
+    ft.add_argument("--config", type=Path, help="YAML (configs/finetune/...)")
+    ft.add_argument("--data", help="local dataset (MatBench JSON(.gz), MatDeepLearn JSON, folder)")
+    ft.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=FINETUNE_OVERRIDES_HELP,
+    )
+    ft.set_defaults(func=cmd_finetune)
+
+    bench = sub.add_parser(
+        "benchmark",
+        help="MatBench-style benchmark: pre-trained vs scratch",
+        description=(
+            "MatBench protocol: KFold(5, shuffle=True, random_state=18012019) over the task's "
+            "dataset; in each fold a seeded validation split of the training part for early "
+            "stopping; the pre-trained model and the from-scratch baseline are trained and "
+            "tested. Writes OUT/TASK/fold_K.json, OUT/results.json, OUT/results.md (table), "
+            "OUT/results.png (plot), metrics.jsonl and an offline W&B run. Tasks: emt_energy, "
+            "emt_total_energy (offline), matbench_<name> (downloaded once, or --data FILE)."
+        ),
+    )
+    bench.add_argument("--config", type=Path, help="YAML (configs/finetune/...)")
+    bench.add_argument(
+        "--data", help="local dataset (MatBench JSON(.gz), MatDeepLearn JSON, folder + CSV)"
+    )
+    bench.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=FINETUNE_OVERRIDES_HELP,
+    )
+    bench.set_defaults(func=cmd_benchmark)
+
+    pub = sub.add_parser(
+        "publish",
+        help="pack a release into one archive and print its registry entry",
+        description=(
+            "Pack RELEASE_DIR (SHA256SUMS and the files it lists, verified first) into "
+            "RELEASE_DIR.tar.gz, deterministically (sorted members, zero mtimes), and print the "
+            "registry entry (JSON: name, url, sha256, size, descriptor, model, format_version). "
+            "Upload the archive anywhere, put the entry in a registry file and point "
+            "FMPRETRAIN_REGISTRY at it; see docs/hub.md."
+        ),
+    )
+    pub.add_argument("release", type=Path, metavar="RELEASE_DIR", help="release directory")
+    pub.add_argument(
+        "--url", help="where the archive will be hosted (default: its local file:// URL)"
+    )
+    pub.add_argument("--name", help="release name (default: the directory name)")
+    pub.add_argument("--out", type=Path, help="archive to write (default: RELEASE_DIR.tar.gz)")
+    pub.set_defaults(func=cmd_publish)
+
+    dl = sub.add_parser(
+        "download",
+        help="download and verify a release into the cache",
+        description=(
+            "Download a release archive by registry NAME or URL into the cache (FMPRETRAIN_CACHE, "
+            "else $XDG_CACHE_HOME/fmpretrain or ~/.cache/fmpretrain), resuming an interrupted "
+            "download, check its sha256, extract it and check SHA256SUMS. A cached release is "
+            "used without network access. Prints the release directory. A URL that is not in "
+            "the registry needs --sha256."
+        ),
+    )
+    dl.add_argument("source", nargs="?", metavar="NAME|URL", help="release name or archive URL")
+    dl.add_argument("--sha256", metavar="HEX", help="sha256 of the archive (needed for a URL)")
+    dl.add_argument(
+        "--registry",
+        metavar="PATH_OR_URL",
+        help="registry JSON (default: FMPRETRAIN_REGISTRY, else the shipped one)",
+    )
+    dl.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache root directory")
+    dl.add_argument("--list", action="store_true", help="list the registry's releases and exit")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dl.set_defaults(func=cmd_download)
 
     ds = sub.add_parser(
         "descriptors",
@@ -313,6 +411,90 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_release(args.checkpoint, args.out)
     print(f"wrote release {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from fmpretrain.hub import HubError, publish
+
+    try:
+        archive, entry = publish(args.release, url=args.url, name=args.name, out=args.out)
+    except HubError as err:
+        print(f"fmpretrain publish: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(entry.to_dict(), indent=2))
+    print(f"wrote {archive} ({entry.size} bytes, sha256 {entry.sha256})", file=sys.stderr)
+    if args.url is None:
+        print(
+            "url is the local file; upload the archive and replace it (or pass --url)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from fmpretrain.hub import HubError, load_pretrained, load_registry
+
+    try:
+        if args.list:
+            for entry in load_registry(args.registry, cache_dir=args.cache_dir).values():
+                d = entry.descriptor
+                print(
+                    f"{entry.name}: {d.get('name')} (dim={d.get('dim')} hash={d.get('hash')}) "
+                    f"{entry.size} bytes {entry.url}"
+                )
+            return 0
+        if args.source is None:
+            raise HubError("give a release NAME or URL (or --list)")
+        path = load_pretrained(
+            args.source,
+            sha256=args.sha256,
+            registry=args.registry,
+            cache_dir=args.cache_dir,
+            progress=False if args.no_progress else None,
+        )
+    except HubError as err:
+        print(f"fmpretrain download: error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+def _finetune_config(args: argparse.Namespace):
+    from fmpretrain.finetune.trainer import load_finetune_config
+
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.append(f"data={args.data}")
+        if not any(o.split("=", 1)[0] == "task" for o in overrides):
+            overrides.append("task=null")  # the dataset is named after the file
+    return load_finetune_config(args.config, overrides)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from fmpretrain.finetune.benchmark import run_finetune
+
+    cfg = _finetune_config(args)
+    report = run_finetune(cfg)
+    for task in report["tasks"]:
+        metric = task["metric"]
+        for mode in ("pretrained", "scratch"):
+            if task.get(mode):
+                print(f"{task['task']} {mode}: test {metric} {task[mode]['mean']:.5g}")
+        if task["improvement_pct"] is not None:
+            print(f"{task['task']} improvement over scratch: {task['improvement_pct']:+.1f}%")
+    print(f"wrote {Path(cfg.out) / 'finetune.json'} and the fine-tuned weights under {cfg.out}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from fmpretrain.finetune.benchmark import run_benchmark
+
+    cfg = _finetune_config(args)
+    run_benchmark(cfg)
+    out = Path(cfg.out)
+    print((out / "results.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
     return 0
 
 

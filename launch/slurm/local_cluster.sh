@@ -11,6 +11,10 @@ HOST=$(hostname -s)
 CONF=/etc/slurm/slurm.conf
 
 start() {
+    if sinfo -h -o %t 2>/dev/null | grep -qE "idle|mix|alloc"; then
+        echo "a Slurm controller already answers: $(sinfo -h -o '%P %D %t %c CPUs'); leaving it be"
+        return 0
+    fi
     if [ "$(id -u)" != 0 ]; then echo "local_cluster.sh: needs root" >&2; exit 1; fi
     for bin in munged slurmctld slurmd sbatch; do
         command -v "$bin" >/dev/null || { echo "local_cluster.sh: $bin not installed" >&2; exit 1; }
