@@ -1,0 +1,34 @@
+"""`fmpretrain demo` end to end at tiny sizes: same code path as the README's command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fmpretrain.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--wandb", "offline"]) == 0
+    first = capsys.readouterr().out
+    for stage in ("[1/4] featurize", "[2/4] pretrain", "[3/4] export", "[4/4] finetune"):
+        assert stage in first
+    assert (out / "shards" / "manifest.json").exists()
+    assert (out / "pretrain" / "checkpoints" / "latest").exists()
+    assert (out / "release" / "model.safetensors").exists()
+    results = json.loads((out / "finetune" / "results.json").read_text())
+    assert (out / "finetune" / "results.png").stat().st_size > 1000
+    assert "| emt_energy |" in first and "Improvement" in first
+    assert list((out / "pretrain" / "wandb").glob("offline-run-*"))
+    assert results["tasks"]
+
+    assert main(["demo", "--out", str(out), "--quick", "--wandb", "offline"]) == 0
+    second = capsys.readouterr().out
+    assert "resuming:" in second and "verified and kept" in second  # featurization
+    assert "reusing: pre-training already finished" in second
+    assert "reusing: the release of checkpoint" in second
+    assert "fold 0: reusing" in second
