@@ -164,6 +164,7 @@ def run_demo(
             f"emt.n={sizes.task_structures}",
             f"max_epochs={sizes.epochs}",
             f"patience={sizes.patience}",
+            "lr=5e-4",
             "folds=[0]",
             f"wandb.mode={wandb_mode}",
             f"cache_dir={out / 'cache'}",

@@ -1,0 +1,512 @@
+"""Fine-tune one model on one split: configuration, model building, the training loop.
+
+A plain PyTorch loop (CPU or one CUDA device; fine-tuning models are small):
+
+- model: :class:`~fmpretrain.models.PropertyModel` = the release's backbone (or a fresh one of
+  the identical architecture for the from-scratch baseline) + a new graph-level head, pooled by
+  ``mean`` (intensive property) or ``sum`` (extensive);
+- targets standardized with the training split's mean/std (per atom for ``sum`` pooling, so
+  that the head predicts per-atom contributions of unit scale); classification uses
+  cross-entropy on class logits;
+- AdamW, optional layer-wise lr decay (head: ``lr``, top backbone layer ``lr * d``, ...,
+  embeddings ``lr * d^(L+1)``), optional frozen backbone, ReduceLROnPlateau on the validation
+  metric or cosine decay per epoch, gradient clipping;
+- batches bounded by atom count (:func:`fmpretrain.finetune.data.batches`);
+- early stopping on the validation split (``patience`` epochs), then the best epoch's weights
+  are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from fmpretrain.data.batching import derive_seed
+from fmpretrain.finetune.data import TASK_TYPES, batches
+from fmpretrain.finetune.release import Release
+from fmpretrain.models import ModelConfig, PropertyModel, build_property_model
+from fmpretrain.models.heads import POOLINGS
+
+__all__ = [
+    "FinetuneConfig",
+    "FitResult",
+    "TargetScaler",
+    "build_model",
+    "evaluate",
+    "fit",
+    "load_finetune_config",
+    "parameter_groups",
+    "resolve_device",
+    "resolve_model_config",
+]
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+LOSSES = ("l1", "mse", "smooth_l1")
+SCHEDULERS = ("plateau", "cosine", "none")
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled; online needs WANDB_API_KEY
+    project: str = "fmpretrain"
+    name: str | None = None
+    entity: str | None = None
+
+
+@dataclass
+class EmtConfig:
+    n: int = 300  # structures of the offline EMT tasks
+    seed: int = 0
+    max_atoms: int = 16
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning and benchmark settings (``configs/finetune/*.yaml`` + ``key=value``)."""
+
+    out: str = MISSING  # output directory
+    pretrained: str | None = None  # release directory; null: from-scratch only
+    scratch: bool = True  # also train the from-scratch baseline (same architecture, budget)
+    # --- data
+    task: Any = "emt_energy"  # emt_energy | emt_total_energy | matbench_<name> | a name; or a list
+    data: str | None = None  # local dataset: MatBench JSON(.gz), MatDeepLearn JSON, folder/CSV
+    targets_csv: str | None = None  # id,target CSV of a folder (default folder/targets.csv)
+    target: str | None = None  # property to learn (default: the file's single target)
+    task_type: str | None = None  # regression | classification (default: from the task)
+    pooling: str | None = None  # mean (intensive) | sum (extensive) (default: from the task)
+    emt: EmtConfig = field(default_factory=EmtConfig)
+    cache_dir: str | None = None  # downloads and generated tasks ($FMPRETRAIN_CACHE)
+    matbench_url: str | None = None  # base URL of matbench_<name>.json.gz files
+    min_distance: float = 0.5  # structures with closer atoms are bad entries
+    # --- model (from-scratch runs without a release only; otherwise the release's)
+    model: str = "small"  # configs/model/<name>.yaml or a path
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # --- splits
+    seed: int = 0
+    n_folds: int = 5  # benchmark: KFold(n_folds, shuffle=True, random_state=fold_seed)
+    fold_seed: int = 18012019  # MatBench's
+    folds: list[int] | None = None  # benchmark: fold indices to run (default: all)
+    val_fraction: float = 0.2  # of each training part, for early stopping
+    test_fraction: float = 0.2  # `finetune` command: held-out test split (60/20/20)
+    # --- optimisation
+    max_epochs: int = 200
+    patience: int = 20  # early stopping: epochs without validation improvement
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    layer_decay: float = 1.0  # layer-wise lr decay factor d (1: off)
+    freeze_backbone: bool = False
+    scheduler: str = "plateau"  # plateau | cosine | none
+    plateau_factor: float = 0.8
+    plateau_patience: int = 10
+    min_lr: float = 1e-5
+    grad_clip: float = 10.0
+    loss: str = "l1"  # l1 | mse | smooth_l1 (regression, on standardized targets)
+    max_atoms_per_batch: int = 512
+    max_edges_per_batch: int | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = True  # benchmark: reuse finished folds whose configuration matches
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def load_finetune_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """Defaults <- YAML <- ``key=value`` overrides, checked; bad keys/values are clear errors."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    try:
+        layers = [OmegaConf.structured(FinetuneConfig)]
+        if path is not None:
+            layers.append(OmegaConf.load(path))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        if OmegaConf.is_missing(merged, "out"):
+            raise ValueError("no 'out': pass out=DIR")
+        cfg: FinetuneConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise ValueError(f"invalid finetune configuration: {err}") from err
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: FinetuneConfig) -> None:
+    if cfg.task_type is not None and cfg.task_type not in TASK_TYPES:
+        raise ValueError(f"task_type must be one of {TASK_TYPES}, got {cfg.task_type!r}")
+    if cfg.pooling is not None and cfg.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {cfg.pooling!r}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
+    if cfg.max_epochs < 1 or cfg.patience < 1 or cfg.max_atoms_per_batch < 1:
+        raise ValueError("max_epochs, patience and max_atoms_per_batch must be at least 1")
+    if not 0 < cfg.layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {cfg.layer_decay}")
+    if not 0 < cfg.val_fraction < 1 or not 0 < cfg.test_fraction < 1:
+        raise ValueError("val_fraction and test_fraction must be in (0, 1)")
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ValueError("val_fraction + test_fraction must be below 1")
+    if cfg.n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {cfg.n_folds}")
+    if cfg.folds is not None:
+        bad = [f for f in cfg.folds if not 0 <= f < cfg.n_folds]
+        if bad or not cfg.folds:
+            raise ValueError(
+                f"folds must be a non-empty list of 0..{cfg.n_folds - 1}, got {cfg.folds}"
+            )
+    if cfg.pretrained is None and not cfg.scratch:
+        raise ValueError("nothing to train: pretrained=null and scratch=false")
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise ValueError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
+
+
+def config_dict(cfg: FinetuneConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available")
+    return device
+
+
+def resolve_model_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """``name`` as a path, else ``configs/model/<name>.yaml`` (here or in the repository)."""
+    candidates = [
+        Path(name),
+        Path("configs") / "model" / f"{name}.yaml",
+        REPO_CONFIGS / "model" / f"{name}.yaml",
+    ]
+    for path in candidates:
+        if path.is_file():
+            base = ModelConfig.from_yaml(path).to_dict()
+            return ModelConfig.from_dict({**base, **(overrides or {})})
+    raise FileNotFoundError(f"no model config {name!r}: looked for {[str(c) for c in candidates]}")
+
+
+# ============================================================================ targets
+@dataclass
+class TargetScaler:
+    """Standardization fit on the training split.
+
+    ``per_atom`` (sum pooling): the model predicts ``sum_i h_i`` and the raw prediction is
+    ``std * sum_i h_i + mean * n_atoms``, with mean/std of ``y / n_atoms``. Otherwise the raw
+    prediction is ``std * h + mean``.
+    """
+
+    mean: float = 0.0
+    std: float = 1.0
+    per_atom: bool = False
+
+    @classmethod
+    def fit(cls, y: np.ndarray, natoms: np.ndarray, per_atom: bool) -> TargetScaler:
+        values = np.asarray(y, dtype=np.float64)
+        if per_atom:
+            values = values / np.asarray(natoms, dtype=np.float64)
+        std = float(values.std()) if len(values) > 1 else 1.0
+        return cls(float(values.mean()), std if std > 1e-12 else 1.0, per_atom)
+
+    def _offset(self, natoms: Tensor) -> Tensor:
+        return (
+            self.mean * natoms.to(torch.float32)
+            if self.per_atom
+            else torch.full_like(natoms, self.mean, dtype=torch.float32)
+        )
+
+    def normalize(self, y: Tensor, natoms: Tensor) -> Tensor:
+        return (y - self._offset(natoms)) / self.std
+
+    def denormalize(self, out: Tensor, natoms: Tensor) -> Tensor:
+        return out * self.std + self._offset(natoms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "per_atom": self.per_atom}
+
+
+# ============================================================================ model
+def build_model(
+    model_config: ModelConfig,
+    *,
+    out_dim: int = 1,
+    pooling: str = "mean",
+    release: Release | None = None,
+    seed: int = 0,
+) -> PropertyModel:
+    """Backbone + new head; with ``release``, the backbone gets the pre-trained weights.
+
+    The head (and the backbone of a from-scratch model) is initialised from ``seed``, so a
+    pre-trained and a scratch model built with the same seed start from the same head.
+    """
+    if release is not None and release.model_config.to_dict() != model_config.to_dict():
+        raise ValueError("the model config differs from the release's; use release.model_config")
+    torch.manual_seed(seed)
+    model = build_property_model(model_config, out_dim=out_dim, pooling=pooling)
+    if release is not None:
+        model.backbone.load_state_dict(release.backbone_state_dict(), strict=True)
+    return model
+
+
+def parameter_groups(
+    model: PropertyModel, lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
+    """AdamW groups with layer-wise lr decay; frozen (``requires_grad=False``) ones skipped.
+
+    Depth 0 is the head, depth ``L - k`` the backbone's ``layers[k]`` (and ``out_norm`` with
+    the top layer), depth ``L + 1`` the embeddings and radial basis; lr = ``lr * d**depth``.
+    """
+    num_layers = len(getattr(model.backbone, "layers", []))
+    groups: dict[int, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("head."):
+            depth = 0
+        elif name.startswith("backbone.layers."):
+            depth = num_layers - int(name.split(".")[2])
+        elif name.startswith("backbone.out_norm."):
+            depth = 1
+        else:
+            depth = num_layers + 1
+        groups.setdefault(depth, []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": lr * layer_decay**depth,
+            "weight_decay": weight_decay,
+            "depth": depth,
+        }
+        for depth, params in sorted(groups.items())
+    ]
+
+
+# ============================================================================ loop
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs: int
+    best_val: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+    stopped_early: bool
+    scaler: TargetScaler | None
+    trainable_parameters: int
+
+
+def _natoms(batch: Batch) -> Tensor:
+    return batch.natoms if hasattr(batch, "natoms") else torch.bincount(batch.batch)
+
+
+def _loss_fn(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return {
+        "l1": nn.functional.l1_loss,
+        "mse": nn.functional.mse_loss,
+        "smooth_l1": nn.functional.smooth_l1_loss,
+    }[name]
+
+
+def _forward(model: PropertyModel, batch: Batch) -> Tensor:
+    return model(batch)
+
+
+@torch.no_grad()
+def evaluate(
+    model: PropertyModel,
+    data: Sequence[Batch] | Sequence[Data],
+    *,
+    task_type: str,
+    scaler: TargetScaler | None,
+    device: torch.device | str = "cpu",
+    max_atoms: int = 512,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """``(metrics, predictions, graph indices)`` in raw units, ordered as ``data``.
+
+    Regression metrics: ``mae``, ``rmse``, ``loss`` (the standardized L1). Classification:
+    ``error`` (1 - accuracy), ``accuracy``, ``loss`` (cross-entropy) and for two classes
+    ``roc_auc``. The predictions are values (regression) or class probabilities.
+    """
+    device = torch.device(device)
+    if data and isinstance(data[0], Data) and not isinstance(data[0], Batch):
+        data = batches(data, max_atoms)  # type: ignore[arg-type]
+    model.eval()
+    preds, targets, idxs, losses, sizes = [], [], [], [], []
+    for batch in data:
+        batch = batch.to(device)
+        out = _forward(model, batch)
+        if task_type == "classification":
+            losses.append(float(nn.functional.cross_entropy(out, batch.y, reduction="sum")))
+            preds.append(out.softmax(-1).cpu())
+        else:
+            natoms = _natoms(batch)
+            raw = scaler.denormalize(out.squeeze(-1), natoms) if scaler else out.squeeze(-1)
+            if scaler is not None:
+                norm = scaler.normalize(batch.y, natoms)
+                losses.append(float((out.squeeze(-1) - norm).abs().sum()))
+            preds.append(raw.cpu())
+        targets.append(batch.y.cpu())
+        idxs.append(batch.idx.cpu() if hasattr(batch, "idx") else torch.arange(batch.num_graphs))
+        sizes.append(batch.num_graphs)
+    n = max(sum(sizes), 1)
+    pred = torch.cat(preds).double().numpy()
+    y = torch.cat(targets).numpy()
+    idx = torch.cat(idxs).numpy()
+    metrics: dict[str, float] = {}
+    if task_type == "classification":
+        label = pred.argmax(-1)
+        metrics["accuracy"] = float((label == y).mean())
+        metrics["error"] = 1.0 - metrics["accuracy"]
+        metrics["loss"] = sum(losses) / n
+        if pred.shape[1] == 2:
+            metrics["roc_auc"] = roc_auc(y, pred[:, 1])
+    else:
+        err = pred - y.astype(np.float64)
+        metrics["mae"] = float(np.abs(err).mean())
+        metrics["rmse"] = float(np.sqrt((err**2).mean()))
+        if losses:
+            metrics["loss"] = sum(losses) / n
+    return metrics, pred, idx
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN if one class."""
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit(
+    model: PropertyModel,
+    train: Sequence[Data],
+    val: Sequence[Data],
+    cfg: FinetuneConfig,
+    *,
+    task_type: str = "regression",
+    pooling: str = "mean",
+    log: Callable[[dict[str, float]], None] | None = None,
+    seed: int = 0,
+) -> FitResult:
+    """Train ``model`` in place on ``train``; early-stop on ``val``; restore the best weights."""
+    if not train or not val:
+        raise ValueError(f"need training and validation graphs, got {len(train)} and {len(val)}")
+    device = resolve_device(cfg.device)
+    model.to(device)
+    if cfg.freeze_backbone:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+    scaler = None
+    if task_type == "regression":
+        y = np.array([float(g.y) for g in train])
+        natoms = np.array([int(g.num_nodes) for g in train])
+        scaler = TargetScaler.fit(y, natoms, per_atom=pooling == "sum")
+    groups = parameter_groups(model, cfg.lr, cfg.layer_decay, cfg.weight_decay)
+    trainable = sum(p.numel() for g in groups for p in g["params"])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler == "plateau":
+        scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+            min_lr=[cfg.min_lr * g["lr"] / cfg.lr for g in groups],
+        )
+    elif cfg.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.max_epochs, eta_min=cfg.min_lr
+        )
+    else:
+        scheduler = None
+    val_batches = batches(val, cfg.max_atoms_per_batch, max_edges=cfg.max_edges_per_batch)
+    loss_fn = _loss_fn(cfg.loss)
+    key = "error" if task_type == "classification" else "mae"
+    best_score, best_epoch, best_state, best_val = math.inf, 0, None, {}
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    epoch = 0
+    stopped_early = False
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        if cfg.freeze_backbone:
+            model.backbone.eval()
+        total, count = 0.0, 0
+        epoch_batches = batches(
+            train,
+            cfg.max_atoms_per_batch,
+            shuffle=True,
+            seed=derive_seed(seed, epoch),
+            max_edges=cfg.max_edges_per_batch,
+        )
+        for batch in epoch_batches:
+            batch = batch.to(device)
+            out = _forward(model, batch)
+            if task_type == "classification":
+                loss = nn.functional.cross_entropy(out, batch.y)
+            else:
+                assert scaler is not None
+                loss = loss_fn(out.squeeze(-1), scaler.normalize(batch.y, _natoms(batch)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+            optimizer.step()
+            total += loss.item() * batch.num_graphs
+            count += batch.num_graphs
+        val_metrics, _, _ = evaluate(
+            model, val_batches, task_type=task_type, scaler=scaler, device=device
+        )
+        score = val_metrics["loss"] if task_type == "classification" else val_metrics[key]
+        record = {
+            "epoch": epoch,
+            "train_loss": total / max(count, 1),
+            **{f"val_{k}": v for k, v in val_metrics.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(record)
+        if log is not None:
+            log(record)
+        if score < best_score:
+            best_score, best_epoch, best_val = score, epoch, dict(val_metrics)
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(score)
+        elif scheduler is not None:
+            scheduler.step()
+        if epoch - best_epoch >= cfg.patience:
+            stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(
+        best_epoch=best_epoch,
+        epochs=epoch,
+        best_val=best_val,
+        history=history,
+        seconds=time.perf_counter() - start,
+        stopped_early=stopped_early,
+        scaler=scaler,
+        trainable_parameters=trainable,
+    )
