@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
+
+from fmpretrain.config import load_structured
 
 
 @dataclass
@@ -43,21 +44,9 @@ class FeaturizeConfig:
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FeaturizeConfig:
     """Defaults <- YAML file <- ``key=value`` overrides; unknown keys and bad types are errors."""
-    schema = OmegaConf.structured(FeaturizeConfig)
-    try:
-        layers = [schema]
-        if path is not None:
-            layers.append(OmegaConf.load(path))
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ValueError(f"overrides must look like key=value, got {bad}")
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        if OmegaConf.is_missing(merged, "out"):
-            raise ValueError("no output directory: pass out=DIR")
-        cfg: FeaturizeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except OmegaConfBaseException as err:
-        raise ValueError(f"invalid featurize configuration: {err}") from err
+    cfg = load_structured(
+        FeaturizeConfig, path, overrides, required=("out",), what="featurize configuration"
+    )
     _check(cfg)
     return cfg
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fmpretrain.config import config_dict
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
 from fmpretrain.finetune.release import Release, load_release
@@ -40,7 +41,6 @@ from fmpretrain.finetune.tasks import TaskSpec, load_task
 from fmpretrain.finetune.trainer import (
     FinetuneConfig,
     build_model,
-    config_dict,
     evaluate,
     fit,
     resolve_model_config,

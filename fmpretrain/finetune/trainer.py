@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from fmpretrain.config import load_structured
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import TASK_TYPES, batches
 from fmpretrain.finetune.release import Release
@@ -122,20 +122,9 @@ class FinetuneConfig:
 
 def load_finetune_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
     """Defaults <- YAML <- ``key=value`` overrides, checked; bad keys/values are clear errors."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"overrides must look like key=value, got {bad}")
-    try:
-        layers = [OmegaConf.structured(FinetuneConfig)]
-        if path is not None:
-            layers.append(OmegaConf.load(path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        if OmegaConf.is_missing(merged, "out"):
-            raise ValueError("no 'out': pass out=DIR")
-        cfg: FinetuneConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except OmegaConfBaseException as err:
-        raise ValueError(f"invalid finetune configuration: {err}") from err
+    cfg = load_structured(
+        FinetuneConfig, path, overrides, required=("out",), what="finetune configuration"
+    )
     check_config(cfg)
     return cfg
 
@@ -169,10 +158,6 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise ValueError("nothing to train: pretrained=null and scratch=false")
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
         raise ValueError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
-
-
-def config_dict(cfg: FinetuneConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
 def resolve_device(name: str) -> torch.device:

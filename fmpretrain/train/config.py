@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
+
+from fmpretrain.config import load_structured
 
 #: Where named configs (``model=small``) are looked up, after the path itself.
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -60,21 +61,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Merge and check; unknown keys, bad types and bad values are clear errors."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"overrides must look like key=value, got {bad}")
-    try:
-        layers = [OmegaConf.structured(PretrainConfig)]
-        if path is not None:
-            layers.append(OmegaConf.load(path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        for key in ("data", "out"):
-            if OmegaConf.is_missing(merged, key):
-                raise ValueError(f"no {key!r}: pass {key}=...")
-        cfg: PretrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except OmegaConfBaseException as err:
-        raise ValueError(f"invalid pretrain configuration: {err}") from err
+    cfg = load_structured(
+        PretrainConfig, path, overrides, required=("data", "out"), what="pretrain configuration"
+    )
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
     if cfg.precision not in PRECISIONS:
@@ -97,7 +86,3 @@ def resolve_named_config(kind: str, name: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"no {kind} config {name!r}: looked for {[str(c) for c in candidates]}")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

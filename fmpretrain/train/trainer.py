@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import yaml
 
+from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
-from fmpretrain.train.config import PretrainConfig, resolve_named_config, to_dict
+from fmpretrain.train.config import PretrainConfig, resolve_named_config
 from fmpretrain.train.distributed import DistInfo, init_distributed
 from fmpretrain.train.logging import RunLogger
 from fmpretrain.train.metrics import ChannelMetrics
@@ -495,7 +496,7 @@ def _run_record(cfg, model_cfg, manifest: Manifest, normalizer) -> dict[str, Any
     from dataclasses import asdict
 
     return {
-        "pretrain": to_dict(cfg),
+        "pretrain": config_dict(cfg),
         "model": asdict(model_cfg),
         "descriptor": {
             **manifest.descriptor,
