@@ -145,3 +145,22 @@ def test_preempted_pretrain_checkpoints_requeues_and_resumes(sbatch_shards, tmp_
     assert final == {**final, "status": "finished", "step": 600, "resumed_from": step}
     assert f"resuming from step {step}" in text
     assert "requeueing job" in text and "restart 1" in text
+
+
+def test_finetune_sbatch_array_runs_one_fold_per_task(tmp_path):
+    out = tmp_path / "bench"
+    job = submit(
+        "finetune.sbatch",
+        {"FMP_OUT": str(out), "FMP_TASKS": "emt_energy", "FMP_FOLDS": "5",
+         "FMP_OVERRIDES": f"emt.n=40 max_epochs=1 cache_dir={tmp_path / 'cache'} "
+                          f"{TINY_MODEL} wandb.mode=disabled"},
+        tmp_path / "finetune-%a.log",
+        "--array=0-1", "--cpus-per-task=1",
+    )
+    for index in (0, 1):
+        state = wait_for(f"{job}_{index}")
+        log = (tmp_path / f"finetune-{index}.log").read_text()
+        assert state == "COMPLETED", log[-3000:]
+        assert f"emt_energy fold {index}" in log
+    folds = sorted(p.name for p in (out / "emt_energy").glob("fold_*.json"))
+    assert folds == ["fold_0.json", "fold_1.json"]
