@@ -1,7 +1,7 @@
 """Pre-training throughput: training steps of the ET models vs torchmd-net's, and the loader.
 
     python benchmarks/train_throughput.py              # the recorded numbers (docs/benchmarks.md)
-    python benchmarks/train_throughput.py --quick      # smoke run (~1 min)
+    python benchmarks/train_throughput.py --quick      # smoke run (~30 s)
     python benchmarks/train_throughput.py --json out.json
     python benchmarks/train_throughput.py --device cuda --bf16 --configs small,base,large \\
         --skip-loader                                   # on a GPU: bf16 atoms/s and peak memory
