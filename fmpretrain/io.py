@@ -88,6 +88,7 @@ DB_PAGE_SIZE = 1000
 
 _JSON_FORMATS = {"json", "json.gz", "matbench", "mp", "pymatgen", "matdeeplearn"}
 _DB_FORMATS = {"db", "ase-db", "ase_db", "sqlite"}
+_CSV_FORMATS = {"csv", "cdvae"}
 # info keys ASE's CIF reader adds that are not properties
 _ASE_NON_PROPERTIES = {"spacegroup", "unit_cell", "occupancy"}
 
@@ -141,6 +142,8 @@ def read_structures(
         reader = _read_json(path)
     elif kind == "db":
         reader = _read_ase_db(path, "db")
+    elif kind == "csv":
+        reader = _read_cif_csv(path)
     else:
         reader = _read_ase(path, ase_format)
     count = 0
@@ -224,12 +227,16 @@ def _detect_format(path: Path, format: str | None) -> tuple[str, str | None]:
             return "json", None
         if key in _DB_FORMATS:
             return "db", None
+        if key in _CSV_FORMATS:
+            return "csv", None
         return "ase", format
     name = _strip_compression(path.name.lower())
     if name.endswith(".json"):
         return "json", None
     if name.endswith(".db"):
         return "db", None
+    if name.endswith(".csv"):
+        return "csv", None
     return "ase", None
 
 
@@ -605,6 +612,84 @@ def _table_row(path: Path, index: int, sid: str, row: Mapping[str, Any], column:
         if name != column and value is not None and _is_json_property(value):
             structure.properties[str(name)] = value
     return structure
+
+
+# ---------------------------------------------------------------------------- CSV
+def _read_cif_csv(path: Path) -> Iterator[Structure]:
+    """CDVAE / DiffCSP / MatterGen CSV: an index column, ``material_id``, ``cif``, properties.
+
+    The rows stream (:mod:`csv` handles the multi-line quoted CIF field); the id is the
+    ``material_id`` column (else ``"{stem}:{row}"``), numeric columns become float properties
+    and other non-empty text columns (``formula``) string properties.
+    """
+    import csv
+
+    stem = _stem(path)
+    csv.field_size_limit(1 << 28)
+    with _open_text_stream(path) as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise StructureReadError(path, f"not a CSV file: {err}") from err
+        if "cif" not in header:
+            raise StructureReadError(
+                path,
+                f"CSV has no 'cif' column (columns: {header[:8]}); expected the CDVAE layout "
+                "(index, material_id, cif, property columns)",
+            )
+        cif_col = header.index("cif")
+        id_col = header.index("material_id") if "material_id" in header else None
+        names = [(i, name) for i, name in enumerate(header) if name and i not in (cif_col, id_col)]
+        index = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise StructureReadError(path, f"malformed CSV: {err}", index=index) from err
+            if not row:
+                continue
+            sid = row[id_col] if id_col is not None and id_col < len(row) else ""
+            sid = sid or f"{stem}:{index}"
+            if len(row) != len(header):
+                raise StructureReadError(
+                    path,
+                    f"row holds {len(row)} values for {len(header)} columns",
+                    index=index,
+                    entry_id=sid,
+                )
+            try:
+                structure = _structure_value(row[cif_col], path, index, sid)
+            except InvalidStructureError as err:
+                raise StructureReadError(path, err.reason, index=index, entry_id=sid) from err
+            except Exception as err:
+                raise StructureReadError(path, _describe(err), index=index, entry_id=sid) from err
+            structure.id = sid
+            for i, name in names:
+                value = _csv_value(row[i])
+                if value is not None:
+                    structure.properties[name] = value
+            yield structure
+            index += 1
+
+
+def _csv_value(text: str) -> float | str | None:
+    try:
+        return float(text)
+    except ValueError:
+        return text or None
+
+
+def _open_text_stream(path: Path) -> IO[str]:
+    """Like :func:`_open_text`, with universal newlines off (CSV fields hold newlines)."""
+    module = _compression(path)
+    if module is None:
+        return open(path, encoding="utf-8", newline="")
+    return module.open(path, "rt", encoding="utf-8", newline="")
 
 
 # ============================================================================ writing

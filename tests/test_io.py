@@ -579,3 +579,67 @@ def test_record_with_cif_text_structure(tmp_path):
     (out,) = read_structures(path)
     assert out.id == "mp-22862" and out.properties == {"e": 1}
     assert_same(out, s, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- CDVAE CSV
+CDVAE_CIF = """# generated using pymatgen
+data_SrTiO3
+_symmetry_space_group_name_H-M   'P 1'
+_cell_length_a   3.905
+_cell_length_b   3.905
+_cell_length_c   3.905
+_cell_angle_alpha   90.00000000
+_cell_angle_beta   90.00000000
+_cell_angle_gamma   90.00000000
+_symmetry_Int_Tables_number   1
+loop_
+ _symmetry_equiv_pos_site_id
+ _symmetry_equiv_pos_as_xyz
+  1  'x, y, z'
+loop_
+ _atom_site_type_symbol
+ _atom_site_label
+ _atom_site_symmetry_multiplicity
+ _atom_site_fract_x
+ _atom_site_fract_y
+ _atom_site_fract_z
+ _atom_site_occupancy
+  Sr  Sr0  1  0.0  0.0  0.0  1
+  Ti  Ti1  1  0.5  0.5  0.5  1
+  O  O2  1  0.5  0.5  0.0  1
+  O  O3  1  0.5  0.0  0.5  1
+  O  O4  1  0.0  0.5  0.5  1
+"""
+
+
+def test_cdvae_csv_reads_cif_column_ids_and_properties(tmp_path):
+    import csv
+
+    path = tmp_path / "perov.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "material_id", "cif", "formula", "heat_all"])
+        w.writerow([7, "mp-1", CDVAE_CIF, "SrTiO3", "-1.25"])
+        w.writerow([9, "mp-2", CDVAE_CIF, "SrTiO3", "0.5"])
+    out = list(read_structures(path))
+    assert [s.id for s in out] == ["mp-1", "mp-2"]
+    assert out[0].properties == {"formula": "SrTiO3", "heat_all": -1.25}
+    assert sorted(out[0].numbers.tolist()) == [8, 8, 8, 22, 38]
+    np.testing.assert_allclose(np.diag(out[0].cell), [3.905] * 3)
+    np.testing.assert_allclose(out[0].positions[1], [1.9525, 1.9525, 1.9525])
+
+
+def test_cdvae_csv_without_cif_column_is_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,energy\na,1.0\n")
+    with pytest.raises(StructureReadError, match="no 'cif' column"):
+        list(read_structures(path))
+
+
+def test_shared_cdvae_files_read_when_present():
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon_24-val.csv"
+    if not shared.exists():
+        pytest.skip(f"{shared} not present (the real CDVAE files sit in ../shared/data)")
+    first = next(read_structures(shared))
+    assert set(first.numbers.tolist()) == {6}
+    assert "energy_per_atom" in first.properties
