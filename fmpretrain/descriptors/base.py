@@ -1,4 +1,9 @@
-"""What every descriptor shares: parameters with a stable hash, pairs as tensors, the cutoff."""
+"""What every descriptor shares: parameters with a stable hash, pairs as tensors, the cutoff.
+
+Every descriptor computes on an :class:`AtomBatch`: the atoms of one or more structures
+concatenated, with one neighbour list whose indices are offset per structure. A single
+structure is a batch of one, so the per-structure and batched paths are the same code.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,20 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar, overload
 
 import numpy as np
 import torch
 
-from fmpretrain.neighbors import neighbor_list
+from fmpretrain.neighbors import NeighborList, neighbor_list
 from fmpretrain.structures import Structure
 
 #: Default bound on the number of tensor elements one chunk of triplet/pair work may allocate.
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
+
+#: Default bound on the neighbour entries of one batch chunk (:meth:`Descriptor.batch`).
+DEFAULT_BATCH_PAIRS = 1 << 18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +44,18 @@ class Descriptor(ABC):
     Construct through :func:`fmpretrain.descriptors.get_descriptor`. ``device`` and ``dtype``
     choose where and in which precision it computes; they are not part of the parameters and
     do not change the hash. ``chunk_elements`` bounds the memory of one chunk of work.
+
+    ``d(structures)`` with a list (or :meth:`batch`) computes many structures in few passes:
+    they are grouped into chunks of at most :attr:`batch_pairs` neighbour entries (a larger
+    structure is a chunk of its own), and each chunk is one :class:`AtomBatch`.
     """
 
     name: ClassVar[str]
     params_class: ClassVar[type[DescriptorParams]]
     #: Bumped whenever a change alters the numbers produced for the same parameters.
     version: ClassVar[int] = 1
+    #: Neighbour entries per batch chunk; bounds the memory of :meth:`batch`.
+    batch_pairs: int = DEFAULT_BATCH_PAIRS
 
     def __init__(
         self,
@@ -90,21 +105,41 @@ class Descriptor(ABC):
         blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def __call__(self, structure: Structure | Any) -> torch.Tensor:
-        if not isinstance(structure, Structure):
-            structure = Structure.from_ase(structure)
-        n = len(structure)
-        if n == 0:
-            return torch.zeros((0, self.dim), dtype=self.dtype, device=self.device)
-        return self._compute(structure)
+    @overload
+    def __call__(self, structure: Structure | Any) -> torch.Tensor: ...
+
+    @overload
+    def __call__(self, structure: list[Any] | tuple[Any, ...]) -> list[torch.Tensor]: ...
+
+    def __call__(self, structure: Any) -> torch.Tensor | list[torch.Tensor]:
+        """``[n_atoms, dim]`` of one structure; a list or tuple of them gives :meth:`batch`."""
+        if isinstance(structure, (list, tuple)):
+            return self.batch(structure)
+        return self.batch([structure])[0]
+
+    def batch(self, structures: Iterable[Structure | Any]) -> list[torch.Tensor]:
+        """One ``[n_atoms, dim]`` tensor per structure, computed chunk by chunk.
+
+        Equal (to rounding) to calling the descriptor on each structure. An error in any
+        structure of a chunk raises; callers that must isolate bad structures retry one by one.
+        """
+        items = [s if isinstance(s, Structure) else Structure.from_ase(s) for s in structures]
+        out: list[torch.Tensor] = []
+        for atoms in self._chunks(items):
+            if len(atoms):
+                features = self._compute(atoms)
+            else:
+                features = torch.zeros((0, self.dim), dtype=self.dtype, device=self.device)
+            out.extend(features.split(atoms.sizes.tolist()))
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim}, hash={self.hash}, {self.params})"
 
     # ------------------------------------------------------------------ for subclasses
     @abstractmethod
-    def _compute(self, structure: Structure) -> torch.Tensor:
-        """``[n_atoms, dim]`` fingerprint of a non-empty structure."""
+    def _compute(self, atoms: AtomBatch) -> torch.Tensor:
+        """``[n_atoms, dim]`` fingerprints of a non-empty batch of atoms."""
 
     def _check_params(self) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` for inconsistent parameters."""
@@ -112,15 +147,65 @@ class Descriptor(ABC):
     def _hashed_params(self) -> dict[str, Any]:
         return _canonical(self.params.as_dict())
 
-    def _pairs(self, structure: Structure) -> Pairs:
-        nl = neighbor_list(structure.positions, structure.cell, structure.pbc, self.cutoff)
-        centers, neighbors, vectors, distances = nl.to_torch(self.device, self.dtype)
+    def _chunks(self, structures: Sequence[Structure]) -> Iterator[AtomBatch]:
+        """Consecutive structures as batches of about :attr:`batch_pairs` neighbour entries."""
+        group: list[Structure] = []
+        lists: list[NeighborList] = []
+        n_pairs = 0
+        for s in structures:
+            nl = neighbor_list(s.positions, s.cell, s.pbc, self.cutoff)
+            if group and n_pairs + len(nl) > self.batch_pairs:
+                yield AtomBatch.concatenate(group, lists)
+                group, lists, n_pairs = [], [], 0
+            group.append(s)
+            lists.append(nl)
+            n_pairs += len(nl)
+        if group:
+            yield AtomBatch.concatenate(group, lists)
+
+    def _pairs(self, atoms: AtomBatch) -> Pairs:
+        centers, neighbors, vectors, distances = atoms.pairs.to_torch(self.device, self.dtype)
         return Pairs(centers, neighbors, vectors, distances)
 
     def _tensor(self, values: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).to(
             self.dtype
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class AtomBatch:
+    """The atoms of consecutive structures, concatenated, and their joint neighbour list.
+
+    ``pairs`` indexes atoms of the batch (each structure's indices offset by the atoms before
+    it), sorted by centre; ``sizes[k]`` is the number of atoms of structure ``k``.
+    """
+
+    numbers: np.ndarray  # [N] int64
+    pairs: NeighborList
+    sizes: np.ndarray  # [S] int64
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @classmethod
+    def concatenate(
+        cls, structures: Sequence[Structure], lists: Sequence[NeighborList]
+    ) -> AtomBatch:
+        """Join structures and their neighbour lists (one list per structure, same order)."""
+        sizes = np.array([len(s) for s in structures], dtype=np.int64)
+        if len(structures) == 1:
+            return cls(np.asarray(structures[0].numbers, dtype=np.int64), lists[0], sizes)
+        offsets = np.repeat(np.cumsum(sizes) - sizes, [len(nl) for nl in lists])
+        pairs = NeighborList(
+            centers=np.concatenate([nl.centers for nl in lists]) + offsets,
+            neighbors=np.concatenate([nl.neighbors for nl in lists]) + offsets,
+            shifts=np.concatenate([nl.shifts for nl in lists]),
+            vectors=np.concatenate([nl.vectors for nl in lists]),
+            distances=np.concatenate([nl.distances for nl in lists]),
+        )
+        numbers = np.concatenate([np.asarray(s.numbers, dtype=np.int64) for s in structures])
+        return cls(numbers, pairs, sizes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 
 from fmpretrain.descriptors import register_descriptor
 from fmpretrain.descriptors.base import (
+    AtomBatch,
     Descriptor,
     DescriptorParams,
     cosine_cutoff,
@@ -92,13 +93,13 @@ class EAD(Descriptor):
             for rs in self.params.r_s
         ]
 
-    def _compute(self, structure) -> torch.Tensor:
+    def _compute(self, atoms: AtomBatch) -> torch.Tensor:
         p = self.params
-        n = len(structure)
-        pairs = self._pairs(structure)
+        n = len(atoms)
+        pairs = self._pairs(atoms)
         alpha = self._tensor(p.alpha)[:, None]  # [A, 1]
         r_s = self._tensor(p.r_s)[None, :]  # [1, R]
-        weights = self._tensor(element_weights(structure.numbers, p.weights))
+        weights = self._tensor(element_weights(atoms.numbers, p.weights))
         powers = self._powers.to(self.device)
         n_comp, n_rad = len(powers), alpha.numel() * r_s.numel()
 

@@ -44,7 +44,13 @@ import numpy as np
 import torch
 
 from fmpretrain.descriptors import register_descriptor
-from fmpretrain.descriptors.base import Descriptor, DescriptorParams, _canonical, cosine_cutoff
+from fmpretrain.descriptors.base import (
+    AtomBatch,
+    Descriptor,
+    DescriptorParams,
+    _canonical,
+    cosine_cutoff,
+)
 from fmpretrain.descriptors.gmp_densities import MAX_Z, DensityTable, load_densities
 
 #: Highest MCSH order supported (GMPFeaturizer implements up to 9 as well).
@@ -223,10 +229,10 @@ class GMP(Descriptor):
         self._counts = counts
         self._offsets = [int(x) for x in np.cumsum([int(self._has_density), *counts])[:-1]]
 
-    def _compute(self, structure) -> torch.Tensor:
-        n = len(structure)
+    def _compute(self, atoms: AtomBatch) -> torch.Tensor:
+        n = len(atoms)
         n_sig = len(self._sigmas)
-        numbers = np.asarray(structure.numbers, dtype=np.int64)
+        numbers = atoms.numbers
         bad = (numbers < 1) | (numbers > MAX_Z)
         bad[~bad] = self._n_gaussians[numbers[~bad]] == 0
         if bad.any():
@@ -251,7 +257,7 @@ class GMP(Descriptor):
                 self._self_overlap[z] * self._mcsh_t[0][0, 0]
             )
 
-        pairs = self._pairs(structure)
+        pairs = self._pairs(atoms)
         if len(pairs):
             coef, expo = self._coef[:, :width], self._expo[:, :width]
             max_l = max(self._orders_ge0, default=0)

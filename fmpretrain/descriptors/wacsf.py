@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from fmpretrain.descriptors import register_descriptor
-from fmpretrain.descriptors.base import Descriptor, DescriptorParams, element_weights
-from fmpretrain.neighbors import neighbor_list
+from fmpretrain.descriptors.base import AtomBatch, Descriptor, DescriptorParams, element_weights
+from fmpretrain.neighbors import NeighborList
 
 #: Grid rules for the radial and angular Gaussians.
 GRIDS = ("shifted", "centred")
@@ -223,16 +223,16 @@ class WACSF(Descriptor):
             }
         return cache[key]
 
-    def _compute(self, structure) -> torch.Tensor:
+    def _compute(self, atoms: AtomBatch) -> torch.Tensor:
         p = self.params
-        n = len(structure)
+        n = len(atoms)
         out = torch.zeros((n, self.dim), dtype=self.dtype, device=self.device)
-        nl = neighbor_list(structure.positions, structure.cell, structure.pbc, p.cutoff)
+        nl = atoms.pairs
         if len(nl) == 0:
             return out
         r = nl.distances
         # g(Z_j) · f_c(r_ij) per pair (f_c as in base.cosine_cutoff; every r_ij < r_c here)
-        weight = element_weights(structure.numbers, p.weights)[nl.neighbors]
+        weight = element_weights(atoms.numbers, p.weights)[nl.neighbors]
         weight = weight * (0.5 * (np.cos(r * (math.pi / p.cutoff)) + 1.0))
         n_radial = len(self.radial_eta)
         self._radial(nl.centers, r, weight, out[:, :n_radial])
@@ -255,7 +255,7 @@ class WACSF(Descriptor):
             g.square_().mul_(neg_eta).exp_().mul_(w_t[sl, None])
             out.index_add_(0, c_t[sl], g)
 
-    def _angular(self, n: int, nl, weight: np.ndarray, out: torch.Tensor) -> None:
+    def _angular(self, n: int, nl: NeighborList, weight: np.ndarray, out: torch.Tensor) -> None:
         p = self.params
         counts = np.bincount(nl.centers, minlength=n)
         m_max = int(counts.max())
