@@ -25,6 +25,10 @@ from fmpretrain.structures import InvalidStructureError, Structure, validate
 
 PARTS_DIR = "parts"
 
+#: Valid structures featurized per batched descriptor call; a batch that fails is retried one
+#: structure at a time, so this also bounds the work redone for one bad structure.
+BATCH_STRUCTURES = 128
+
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}.tar"
@@ -58,12 +62,18 @@ class ChunkFeaturizer:
         moments = RunningMoments(self.descriptor.dim)
         samples: list[Sample] = []
         rejects: list[dict[str, Any]] = []
-        for offset, item in enumerate(items):
-            index = chunk.start + offset
-            sample = self._featurize(index, item, rejects)
+        valid = [
+            (chunk.start + offset, item)
+            for offset, item in enumerate(items)
+            if self._validate(chunk.start + offset, item, rejects)
+        ]
+        fingerprints = self._fingerprints([item for _, item in valid])
+        for (index, item), fingerprint in zip(valid, fingerprints, strict=True):
+            sample = self._featurize(index, item, rejects, fingerprint)
             if sample is not None:
                 samples.append(sample)
                 moments.update(sample.fingerprint)
+        rejects.sort(key=lambda r: r["input"])
 
         n_samples, n_bytes, digest = write_shard(self.out / shard_name(chunk.index), samples)
         entry = ShardEntry(
@@ -89,29 +99,54 @@ class ChunkFeaturizer:
         os.replace(tmp, path)
         return record
 
-    def _featurize(
+    def _validate(
         self, index: int, item: Structure | ReadFailure, rejects: list[dict[str, Any]]
-    ) -> Sample | None:
-        def reject(sid: str, stage: str, reason: str) -> None:
-            rejects.append({"input": index, "id": sid, "stage": stage, "reason": reason})
-
+    ) -> bool:
+        """Whether ``item`` is a valid structure; else record why in ``rejects``."""
         if isinstance(item, ReadFailure):
-            reject(item.id, "read", item.reason)
-            return None
+            rejects.append(
+                {"input": index, "id": item.id, "stage": "read", "reason": item.reason}
+            )
+            return False
         try:
             validate(item, min_distance=self.cfg.min_distance)
         except InvalidStructureError as err:
-            reject(item.id, "validate", err.reason)
-            return None
+            rejects.append(
+                {"input": index, "id": item.id, "stage": "validate", "reason": err.reason}
+            )
+            return False
+        return True
+
+    def _fingerprints(self, structures: list[Structure]) -> list[np.ndarray | None]:
+        """Batched fingerprints; ``None`` for each structure of a batch that raised."""
+        out: list[np.ndarray | None] = []
+        for start in range(0, len(structures), BATCH_STRUCTURES):
+            group = structures[start : start + BATCH_STRUCTURES]
+            try:
+                out += [f.cpu().numpy() for f in self.descriptor.batch(group)]
+            except Exception:  # retried one by one, so that the culprit gets its reason
+                out += [None] * len(group)
+        return out
+
+    def _featurize(
+        self,
+        index: int,
+        item: Structure,
+        rejects: list[dict[str, Any]],
+        fingerprint: np.ndarray | None = None,
+    ) -> Sample | None:
+        """The sample of a valid structure (``fingerprint``: precomputed, else computed here)."""
         try:
-            fingerprint = self.descriptor(item).cpu().numpy()
+            if fingerprint is None:
+                fingerprint = self.descriptor(item).cpu().numpy()
             if not np.isfinite(fingerprint).all():
                 raise ValueError("fingerprint has non-finite values")
             return Sample.from_structure(
                 sample_key(index), item, fingerprint, self.cfg.fingerprint_dtype
             )
         except Exception as err:  # one bad structure must not cost the shard
-            reject(item.id, "featurize", f"{type(err).__name__}: {err}")
+            reason = f"{type(err).__name__}: {err}"
+            rejects.append({"input": index, "id": item.id, "stage": "featurize", "reason": reason})
             return None
 
     def _generate(self, chunk: Chunk) -> list[Structure | ReadFailure]:
