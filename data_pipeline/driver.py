@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.config import FeaturizeConfig, source_record
-from data_pipeline.sources import Chunk, count_chunks, iter_chunks
+from data_pipeline.sources import Chunk, count_chunks, count_inputs, iter_chunks
 from data_pipeline.worker import PARTS_DIR, ChunkFeaturizer, shard_name
 from fmpretrain.data.format import sha256_file
 from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, software_versions
@@ -151,7 +151,7 @@ def _run_chunks(
     import ray
     from tqdm import tqdm
 
-    total_inputs = cfg.source.n if cfg.source.kind == "generated" else None
+    total_inputs = count_inputs(cfg)
     already = sum(r["entry"]["n_inputs"] for r in done.values())
     started_ray = _init_ray(cfg)
     actor_class = ray.remote(num_cpus=1, max_restarts=cfg.max_task_retries)(ChunkFeaturizer)
@@ -257,6 +257,11 @@ def summary(result: FeaturizeResult) -> str:
         f"  descriptor {m.descriptor['name']} dim={m.dim} hash={m.descriptor_hash}; "
         f"{stats.count} atoms",
         f"  rejected   {m.n_rejected} (reasons in {result.out / REJECTS_NAME})",
+        *(
+            f"  source     {label}: {c['inputs']} inputs, {c['accepted']} accepted, "
+            f"{c['rejected']} rejected, {c['atoms']} atoms"
+            for label, c in m.source_counts().items()
+        ),
         f"  output     {result.out} ({MANIFEST_NAME}, shard-*.tar); "
         f"check with `fmpretrain shards verify {result.out}`",
     ]

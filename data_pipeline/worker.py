@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.config import FeaturizeConfig
-from data_pipeline.sources import Chunk, ReadFailure
+from data_pipeline.sources import Chunk, ReadFailure, generate_inputs
 from fmpretrain.data.format import Sample, write_shard
 from fmpretrain.data.manifest import ShardEntry
 from fmpretrain.data.stats import RunningMoments
@@ -58,7 +58,12 @@ class ChunkFeaturizer:
 
     def run(self, chunk: Chunk) -> dict[str, Any]:
         """Featurize ``chunk`` into its shard; return the shard record (also written to disk)."""
-        items = chunk.items if chunk.items is not None else self._generate(chunk)
+        if chunk.items is not None:
+            items = chunk.items
+        else:
+            items = generate_inputs(
+                self.cfg.all_sources[chunk.source], chunk.source_start, chunk.size
+            )
         moments = RunningMoments(self.descriptor.dim)
         samples: list[Sample] = []
         rejects: list[dict[str, Any]] = []
@@ -78,6 +83,7 @@ class ChunkFeaturizer:
         n_samples, n_bytes, digest = write_shard(self.out / shard_name(chunk.index), samples)
         entry = ShardEntry(
             index=chunk.index,
+            source=self.cfg.labels()[chunk.source],
             name=shard_name(chunk.index),
             n_samples=n_samples,
             n_atoms=int(sum(len(s.numbers) for s in samples)),
@@ -105,7 +111,7 @@ class ChunkFeaturizer:
         """Whether ``item`` is a valid structure; else record why in ``rejects``."""
         if isinstance(item, ReadFailure):
             rejects.append(
-                {"input": index, "id": item.id, "stage": "read", "reason": item.reason}
+                {"input": index, "id": item.id, "stage": item.stage, "reason": item.reason}
             )
             return False
         try:
@@ -148,19 +154,3 @@ class ChunkFeaturizer:
             reason = f"{type(err).__name__}: {err}"
             rejects.append({"input": index, "id": item.id, "stage": "featurize", "reason": reason})
             return None
-
-    def _generate(self, chunk: Chunk) -> list[Structure | ReadFailure]:
-        from fmpretrain.generate import generate_structure
-
-        src = self.cfg.source
-        items: list[Structure | ReadFailure] = []
-        for index in range(chunk.start, chunk.start + chunk.size):
-            try:
-                items.append(
-                    generate_structure(
-                        index, seed=src.seed, min_atoms=src.min_atoms, max_atoms=src.max_atoms
-                    )
-                )
-            except Exception as err:
-                items.append(ReadFailure(f"gen-{src.seed}-{index}", f"generator failed: {err}"))
-        return items

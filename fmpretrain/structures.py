@@ -234,6 +234,30 @@ class Structure:
         d["sites"] = sites
         return d
 
+    def content_hash(self, decimals: int = 4) -> str:
+        """A hash of the geometry that ignores atom order, wrapping, id and properties.
+
+        Atoms are sorted by (Z, fractional coordinates wrapped into [0, 1)) along periodic
+        directions; coordinates and the cell are rounded to ``decimals`` (Å or fractions).
+        Two copies of a structure with shuffled atoms or shifted images hash alike; symmetry-
+        equivalent but differently set cells (another origin, a rotated cell) do not.
+        """
+        import hashlib
+
+        coords = self.positions.copy()
+        if self.pbc.any():
+            frac = np.linalg.solve(self.cell.T, self.positions.T).T
+            wrapped = np.round(np.mod(frac, 1.0), decimals) % 1.0
+            coords = np.where(self.pbc, wrapped, np.round(self.positions, decimals))
+        coords = np.round(coords, decimals) + 0.0  # -0.0 -> 0.0
+        order = np.lexsort((coords[:, 2], coords[:, 1], coords[:, 0], self.numbers))
+        digest = hashlib.sha256()
+        digest.update(self.numbers[order].astype("<i8").tobytes())
+        digest.update(coords[order].astype("<f8").tobytes())
+        digest.update((np.round(self.cell, decimals) + 0.0).astype("<f8").tobytes())
+        digest.update(self.pbc.astype("u1").tobytes())
+        return digest.hexdigest()[:32]
+
     def repeat(self, reps: tuple[int, int, int]) -> Structure:
         """A supercell ``reps[0] x reps[1] x reps[2]``; atom order is image-major like ASE."""
         atoms = self.to_ase().repeat(reps)

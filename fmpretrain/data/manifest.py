@@ -3,10 +3,17 @@
 The manifest records the descriptor (name, full parameters, hash), the feature dimension, the
 per-feature statistics merged exactly over all shards, every shard with its sample count, size
 and sha256, the accepted/rejected counts, and the software versions that wrote it.
+
+The file also carries ``checksum``: the sha256 of its own content (every other key, as
+canonical JSON), written by :meth:`Manifest.save` and checked by :meth:`Manifest.load`, so a
+manifest edited by hand (a shard removed from the list, statistics changed) is refused with
+:class:`ManifestModifiedError`. :func:`verify_shards` reports it instead, with the shards on
+disk that the manifest does not list and, with ``deep``, statistics recomputed from the shards.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -14,11 +21,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fmpretrain.data.format import ShardFormatError, read_shard, sha256_file
 from fmpretrain.data.stats import RunningMoments
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+CHECKSUM_KEY = "checksum"
+#: Relative tolerance of ``verify_shards(deep=True)`` on recomputed means and stds.
+STATS_RTOL = 1e-6
+
+
+class ManifestModifiedError(ShardFormatError):
+    """``manifest.json`` does not match the checksum written with it."""
+
+
+def content_checksum(d: dict[str, Any]) -> str:
+    """sha256 of a manifest dict without its ``checksum`` key, as canonical JSON."""
+    body = {k: v for k, v in d.items() if k != CHECKSUM_KEY}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass
@@ -34,6 +57,7 @@ class ShardEntry:
     bytes: int
     sha256: str
     moments: dict[str, Any]
+    source: str | None = None  # label of the source the chunk came from
 
 
 @dataclass
@@ -71,6 +95,19 @@ class Manifest:
             total.merge(RunningMoments.from_dict(shard.moments))
         return total
 
+    def source_counts(self) -> dict[str, dict[str, int]]:
+        """Inputs, accepted samples, rejects and atoms per source label, in first-seen order."""
+        counts: dict[str, dict[str, int]] = {}
+        for shard in sorted(self.shards, key=lambda s: s.index):
+            c = counts.setdefault(
+                shard.source or "source", {"inputs": 0, "accepted": 0, "rejected": 0, "atoms": 0}
+            )
+            c["inputs"] += shard.n_inputs
+            c["accepted"] += shard.n_samples
+            c["rejected"] += shard.n_rejected
+            c["atoms"] += shard.n_atoms
+        return counts
+
     def shard_paths(self, root: str | Path) -> list[Path]:
         return [Path(root) / s.name for s in sorted(self.shards, key=lambda s: s.index)]
 
@@ -84,6 +121,7 @@ class Manifest:
             "accepted": self.n_samples,
             "rejected": self.n_rejected,
             "atoms": sum(s.n_atoms for s in self.shards),
+            "sources": self.source_counts(),
         }
         d["statistics"] = {
             "mean": stats.mean.tolist(),
@@ -93,15 +131,19 @@ class Manifest:
         return d
 
     def save(self, root: str | Path) -> Path:
-        """Write atomically: a reader never sees a half-written manifest."""
+        """Write atomically, sealed with :func:`content_checksum`: a reader never sees a
+        half-written manifest, and a hand edit is detected at load."""
         path = Path(root) / MANIFEST_NAME
+        d = self.to_dict()
+        d[CHECKSUM_KEY] = content_checksum(d)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        tmp.write_text(json.dumps(d, indent=1, allow_nan=False) + "\n")
         os.replace(tmp, path)
         return path
 
     @classmethod
-    def load(cls, root: str | Path) -> Manifest:
+    def load(cls, root: str | Path, *, check: bool = True) -> Manifest:
+        """Read ``root/manifest.json``; ``check=False`` skips the checksum (for diagnosis)."""
         path = Path(root) / MANIFEST_NAME
         if not path.exists():
             raise FileNotFoundError(
@@ -110,12 +152,32 @@ class Manifest:
             )
         try:
             d = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ShardFormatError(f"{path} is not a valid manifest ({err})") from err
+        if check and (not isinstance(d, dict) or d.get(CHECKSUM_KEY) != content_checksum(d)):
+            raise ManifestModifiedError(modified_message(path))
+        try:
+            d.pop(CHECKSUM_KEY, None)
             d.pop("counts", None)
             d.pop("statistics", None)
             d["shards"] = [ShardEntry(**s) for s in d["shards"]]
             return cls(**d)
-        except (json.JSONDecodeError, TypeError, KeyError) as err:
+        except (TypeError, KeyError, AttributeError) as err:
             raise ShardFormatError(f"{path} is not a valid manifest ({err})") from err
+
+
+def modified_message(path: str | Path) -> str:
+    return (
+        f"{path} was modified after it was written (its checksum does not match): re-run "
+        "featurize (delete it first; finished shards are re-verified and kept) or "
+        f"`fmpretrain shards verify {Path(path).parent}` to see what differs"
+    )
+
+
+def unlisted_shards(root: str | Path, manifest: Manifest) -> list[str]:
+    """Shard files (``*.tar``) in ``root`` that the manifest does not list."""
+    listed = {s.name for s in manifest.shards}
+    return sorted(p.name for p in Path(root).glob("*.tar") if p.name not in listed)
 
 
 def software_versions() -> dict[str, str]:
@@ -130,15 +192,26 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def verify_shards(root: str | Path, *, decode: bool = True) -> list[str]:
+def verify_shards(root: str | Path, *, decode: bool = True, deep: bool = False) -> list[str]:
     """Check every shard of ``root`` against its manifest; return the problems found.
 
-    Checks presence, size and sha256 of each shard and, with ``decode``, that it decodes into
-    exactly the recorded number of well-formed samples with the manifest's feature dimension.
+    Checks the manifest's own checksum, shard files it does not list, presence, size and
+    sha256 of each shard and, with ``decode``, that it decodes into exactly the recorded number
+    of well-formed samples with the manifest's feature dimension and finite fingerprints.
+    ``deep`` (implies ``decode``) also recomputes each shard's per-feature statistics (count,
+    mean, std, min, max) and compares them with the manifest's.
     """
     root = Path(root)
-    manifest = Manifest.load(root)
+    manifest = Manifest.load(root, check=False)
     problems = []
+    try:
+        Manifest.load(root)
+    except ManifestModifiedError as err:
+        problems.append(str(err))
+    problems.extend(
+        f"{name}: on disk but not listed in {MANIFEST_NAME}"
+        for name in unlisted_shards(root, manifest)
+    )
     if not manifest.complete:
         problems.append("manifest is not complete: featurization did not finish (re-run it)")
     indices = sorted(s.index for s in manifest.shards)
@@ -158,20 +231,51 @@ def verify_shards(root: str | Path, *, decode: bool = True) -> list[str]:
         if digest != shard.sha256:
             problems.append(f"{shard.name}: sha256 {digest[:12]}… differs from the manifest")
             continue
-        if decode:
-            problems.extend(_check_samples(path, shard, manifest.dim))
+        if decode or deep:
+            problems.extend(_check_samples(path, shard, manifest.dim, deep=deep))
     return problems
 
 
-def _check_samples(path: Path, shard: ShardEntry, dim: int) -> list[str]:
+def _check_samples(path: Path, shard: ShardEntry, dim: int, *, deep: bool = False) -> list[str]:
     count = 0
+    moments = RunningMoments(dim)
     try:
         for sample in read_shard(path):
             count += 1
             if sample.fingerprint.shape[1] != dim:
                 return [f"{shard.name}: sample {sample.key} has dim {sample.fingerprint.shape[1]}"]
+            if not np.isfinite(sample.fingerprint).all():
+                return [f"{shard.name}: sample {sample.key} has a non-finite fingerprint"]
+            if deep:
+                moments.update(sample.fingerprint)
     except ShardFormatError as err:
         return [f"{shard.name}: {err}"]
     if count != shard.n_samples:
         return [f"{shard.name}: {count} samples, manifest says {shard.n_samples}"]
-    return []
+    return _compare_moments(shard, moments) if deep else []
+
+
+def _compare_moments(shard: ShardEntry, moments: RunningMoments) -> list[str]:
+    """Statistics recomputed from a shard against its manifest entry."""
+    recorded = RunningMoments.from_dict(shard.moments)
+    if recorded.count != moments.count:
+        return [
+            f"{shard.name}: statistics over {moments.count} atoms recomputed, manifest says "
+            f"{recorded.count}"
+        ]
+    problems = []
+    for what, ours, theirs in (
+        ("mean", moments.mean, recorded.mean),
+        ("std", moments.std, recorded.std),
+        ("min", moments.minimum, recorded.minimum),
+        ("max", moments.maximum, recorded.maximum),
+    ):
+        scale = np.maximum(np.abs(ours), np.abs(theirs))
+        bad = np.flatnonzero(~(np.abs(ours - theirs) <= STATS_RTOL * scale + 1e-12))
+        if len(bad):
+            k = int(bad[0])
+            problems.append(
+                f"{shard.name}: feature {k} {what} recomputed {ours[k]:.9g}, manifest says "
+                f"{theirs[k]:.9g} ({len(bad)} feature(s) differ)"
+            )
+    return problems

@@ -94,7 +94,27 @@ def test_end_to_end_500_structures_two_workers(tmp_path, ray_cluster):
     assert m.descriptor == d.config() and m.descriptor_hash == d.hash
     assert m.dim == d.dim and m.feature_names == d.feature_names
     assert m.fingerprint_dtype == "float32" and m.chunk_size == 50 and m.n_chunks == 10
-    assert m.source == {"kind": "generated", "n": 500, "seed": 0, "min_atoms": 1, "max_atoms": 24}
+    assert m.source == {
+        "sources": [
+            {
+                "label": "generated",
+                "kind": "generated",
+                "n": 500,
+                "seed": 0,
+                "min_atoms": 1,
+                "max_atoms": 24,
+            }
+        ],
+        "dedupe": False,
+    }
+    assert m.source_counts() == {
+        "generated": {
+            "inputs": 500,
+            "accepted": m.n_samples,
+            "rejected": m.n_rejected,
+            "atoms": sum(s.n_atoms for s in m.shards),
+        }
+    }
     assert {"python", "fmpretrain", "torch", "ray"} <= set(m.versions)
     assert m.n_inputs == 500 == m.n_samples + m.n_rejected
     assert [s.name for s in sorted(m.shards, key=lambda s: s.index)] == [
@@ -123,6 +143,14 @@ def test_end_to_end_500_structures_two_workers(tmp_path, ray_cluster):
         "accepted": m.n_samples,
         "rejected": m.n_rejected,
         "atoms": stats.count,
+        "sources": {
+            "generated": {
+                "inputs": 500,
+                "accepted": m.n_samples,
+                "rejected": m.n_rejected,
+                "atoms": stats.count,
+            }
+        },
     }
     np.testing.assert_allclose(saved["statistics"]["std"], stats.std)
 
@@ -329,3 +357,61 @@ def test_killed_worker_is_replaced_and_its_chunk_redone(tmp_path):
     assert m.complete and m.n_inputs == 200
     rejected = [json.loads(line)["input"] for line in (out / "rejects.jsonl").open()]
     assert sorted([int(k[1:]) for k in decoded(out)] + rejected) == list(range(200))
+
+
+def test_mixed_sources_counted_per_source_and_deduped(tmp_path, ray_cluster):
+    """Generated + files in one job: per-source counts, globally unique keys, and with
+    dedupe=true every repeat (within a file and across sources) is a counted reject."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cu = Structure.from_ase(bulk("Cu", "fcc", a=3.6), id="cu")
+    shuffled = Structure.from_ase(bulk("Cu", "fcc", a=3.6, cubic=True), id="cu-cubic")
+    reordered = shuffled.copy()
+    reordered.id = "cu-cubic-reordered"
+    order = [3, 1, 0, 2]
+    reordered.numbers = reordered.numbers[order]
+    reordered.positions = reordered.positions[order] + reordered.cell[0]  # another image
+    generated = generate_structure(4, seed=0, min_atoms=1, max_atoms=12)
+    generated.id = "copy-of-generated-4"
+    write_structures(src / "a.extxyz", [cu, shuffled, reordered, generated])
+    config = tmp_path / "mixed.yaml"
+    config.write_text(
+        "descriptor: ead\nchunk_size: 4\nworkers: 2\nsources:\n"
+        "  - {kind: generated, n: 10, max_atoms: 12}\n"
+        f"  - {{kind: files, paths: ['{src}'], label: mine}}\n"
+    )
+
+    def run(out: Path, *extra: str):
+        cfg = load_config(config, [f"out={out}", *extra])
+        return run_featurize(cfg, progress=False).manifest
+
+    m = run(tmp_path / "plain")
+    assert m.complete and m.n_inputs == 14 and m.n_rejected == 0
+    counts = m.source_counts()
+    assert list(counts) == ["generated", "mine"]
+    assert counts["generated"]["inputs"] == 10 and counts["mine"]["inputs"] == 4
+    samples = decoded(tmp_path / "plain")
+    assert sorted(samples) == [f"s{i:010d}" for i in range(14)]
+    assert samples["s0000000010"]["id"] == "cu"  # files follow the generated inputs
+
+    m = run(tmp_path / "dedupe", "dedupe=true")
+    assert m.n_inputs == 14 and m.n_rejected == 2
+    assert m.source_counts()["mine"] == {
+        "inputs": 4,
+        "accepted": 2,
+        "rejected": 2,
+        "atoms": 1 + 4,
+    }
+    rejects = [json.loads(line) for line in (tmp_path / "dedupe" / "rejects.jsonl").open()]
+    by_id = {r["id"]: r for r in rejects}
+    assert set(by_id) == {"cu-cubic-reordered", "copy-of-generated-4"}
+    assert all(r["stage"] == "dedupe" for r in rejects)
+    assert "'cu-cubic'" in by_id["cu-cubic-reordered"]["reason"]
+    assert "duplicate of 'gen-0-00000004'" in by_id["copy-of-generated-4"]["reason"]
+
+    # Resuming after losing a shard dedupes exactly as the uninterrupted job did.
+    (tmp_path / "dedupe" / "parts" / "shard-000003.json").unlink()
+    again = run(tmp_path / "dedupe", "dedupe=true")
+    assert again.n_rejected == 2 and decoded(tmp_path / "dedupe").keys() == {
+        k for k in samples if k not in ("s0000000012", "s0000000013")
+    }
