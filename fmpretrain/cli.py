@@ -25,6 +25,7 @@ Commands:
   benchmark     MatBench-style 5-fold benchmark: pre-trained vs scratch, results table + plot
   publish       pack a release into one .tar.gz and print its registry entry
   download      download, verify and cache a release by registry name or URL
+  corpora       list the public structure corpora, download one (verified, cached)
   descriptors   list the descriptors with their dimension, hash and default parameters
   generate      write built-in generated crystal structures to a file (offline, seedable)
 
@@ -275,6 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=cmd_download)
 
+    corp = sub.add_parser(
+        "corpora",
+        help="list and download public structure corpora",
+        description=(
+            "The registry of public corpora (CDVAE/DiffCSP CSVs, Alexandria, MPtrj, OMat24, and "
+            "the copies shipped with fmpretrain). `list` prints name, format, size, whether "
+            "the sha256 is pinned, and licence; `download NAME` fetches the files into the "
+            "cache (resumable, verified, atomic) and prints their paths. See docs/featurize.md."
+        ),
+    )
+    corp_sub = corp.add_subparsers(dest="corpora_command", metavar="ACTION", required=True)
+    corp_sub.add_parser("list", help="the registered corpora").set_defaults(func=cmd_corpora)
+    corp_dl = corp_sub.add_parser("download", help="download a corpus and print its files")
+    corp_dl.add_argument("name", metavar="NAME", help="corpus name (see `corpora list`)")
+    corp_dl.add_argument("--cache", type=Path, metavar="DIR", help="cache root directory")
+    corp_dl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    corp_dl.set_defaults(func=cmd_corpora)
+
     ds = sub.add_parser(
         "descriptors",
         help="list descriptors and their default parameters",
@@ -504,6 +523,54 @@ def cmd_download(args: argparse.Namespace) -> int:
         return 2
     print(path)
     return 0
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from fmpretrain.corpora import CorpusError, corpus_files, list_corpora
+    from fmpretrain.download import DownloadError
+
+    if args.corpora_command == "list":
+        rows = [("NAME", "FORMAT", "FILES", "SIZE", "PINNED", "LICENCE")]
+        for entry in list_corpora():
+            n_pinned = sum(f.pinned for f in entry.files)
+            pinned = (
+                "yes" if entry.pinned else f"{n_pinned}/{len(entry.files)}" if n_pinned else "no"
+            )
+            rows.append(
+                (
+                    entry.name,
+                    entry.format,
+                    str(len(entry.files)),
+                    _human_bytes(entry.total_bytes, exact=all(f.size for f in entry.files)),
+                    pinned,
+                    entry.licence + (" [shipped]" if entry.shipped else ""),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        return 0
+    try:
+        paths = corpus_files(args.name, args.cache, progress=False if args.no_progress else None)
+    except (CorpusError, DownloadError) as err:
+        print(f"fmpretrain corpora: error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _human_bytes(size: int | None, *, exact: bool = True) -> str:
+    """``3.7 MB``; ``~12.0 GB`` for an approximate size; ``?`` when unknown."""
+    if size is None:
+        return "?"
+    value, unit = float(size), "B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    text = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    return text if exact else f"~{text}"
 
 
 def _finetune_config(args: argparse.Namespace):

@@ -4,14 +4,16 @@ A release directory (``model.safetensors``, ``config.yaml``, ``SHA256SUMS``, wri
 :func:`fmpretrain.train.export.export_release`) travels as ONE file: a deterministic
 ``.tar.gz`` of it (plain ``.tar`` is accepted too) made by :func:`publish`. A registry is a JSON
 document listing archives by name with their URL, sha256 and size; :func:`download` fetches an
-archive into the cache (HTTP Range resume on a ``.part`` file), checks its sha256, extracts it
-safely and checks ``SHA256SUMS`` before the release is used. Only the standard library talks
-HTTP; nothing is ever unpickled.
+archive into the cache through :func:`fmpretrain.download.fetch` (HTTP Range resume on a
+``.part`` file, sha256 and size checked before it is kept), extracts it safely and checks
+``SHA256SUMS`` before the release is used. Only the standard library talks HTTP; nothing is
+ever unpickled.
 
 Cache layout (``FMPRETRAIN_CACHE``, else ``$XDG_CACHE_HOME/fmpretrain``, else
 ``~/.cache/fmpretrain``)::
 
-    downloads/<sha256>.part        an archive being downloaded (deleted once extracted)
+    downloads/<sha256>.part        an archive being downloaded (fmpretrain.download.fetch)
+    downloads/<sha256>             a complete, verified archive (deleted once extracted)
     releases/<sha256[:16]>/        an extracted, verified release (+ .fmpretrain-hub.json)
     registries/<hash of url>.json  last copy of each registry read from a URL
     locks/<sha256[:16]>.lock       one download of an archive at a time (POSIX)
@@ -38,13 +40,17 @@ import urllib.request
 import uuid
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fmpretrain.download import DownloadError, IntegrityError, fetch, file_lock
+from fmpretrain.download import atomic_write_bytes as _atomic_write_bytes
+from fmpretrain.download import sha256_file as _sha256_file
 
 __all__ = [
     "ChecksumError",
@@ -82,7 +88,7 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 MODEL_SUMMARY_KEYS = ("hidden_channels", "num_layers", "num_heads", "num_rbf", "cutoff", "max_z")
 
 CHUNK = 1 << 20
-RETRY_DELAY_S = 1.0  # wait RETRY_DELAY_S * (attempt - 1) before each retry
+RETRY_DELAY_S = 1.0  # download retries wait RETRY_DELAY_S * (attempt - 1)
 MAX_REGISTRY_BYTES = 16 << 20
 MAX_SAFETENSORS_HEADER = 100 << 20
 
@@ -454,137 +460,45 @@ def download(
             return cached
         if _offline():
             raise HubError(f"{OFFLINE_ENV} is set and {url} is not in the cache {root}")
-        part = root / "downloads" / f"{expected}.part"
-        part.parent.mkdir(parents=True, exist_ok=True)
+        archive = root / "downloads" / expected
         size = entry.size if entry is not None else None
         label = entry.name if entry is not None else Path(urllib.parse.urlsplit(url).path).name
-        _fetch(url, part, size, label or "release", progress, retries, timeout)
-        _check_archive_digest(part, expected, size, url, delete=True)
+        try:
+            fetch(
+                url,
+                archive,
+                sha256=expected,
+                size=size,
+                label=label or "release",
+                progress=progress,
+                retries=retries,
+                timeout=timeout,
+                retry_delay=RETRY_DELAY_S,
+                lock=False,  # the archive lock is held
+            )
+        except IntegrityError as err:
+            raise ChecksumError(_integrity_message(err, size is not None)) from err
+        except DownloadError as err:
+            raise HubError(str(err)) from err
         info = {"url": url, "name": entry.name if entry is not None else None}
-        release = _install(root, part, expected, info, entry)
-        part.unlink(missing_ok=True)
+        release = _install(root, archive, expected, info, entry)
+        archive.unlink(missing_ok=True)
         return release
 
 
-def _fetch(
-    url: str,
-    part: Path,
-    size: int | None,
-    label: str,
-    progress: bool | None,
-    retries: int,
-    timeout: float,
-) -> None:
-    """Bring ``part`` to the full archive, resuming and retrying transient failures."""
-    from tqdm import tqdm
-
-    disable = None if progress is None else not progress
-    with tqdm(
-        total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=disable
-    ) as bar:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if urllib.parse.urlsplit(url).scheme == "file":
-                    _copy_file_url(url, part, size, bar)
-                else:
-                    _fetch_once(url, part, size, bar, timeout)
-                return
-            except _Transient as err:
-                if attempt > retries:
-                    have = part.stat().st_size if part.exists() else 0
-                    raise HubError(
-                        f"downloading {url} failed after {attempt} attempt(s): {err}. "
-                        f"{have} bytes are kept in {part}; run the same download again to "
-                        "resume."
-                    ) from err
-                time.sleep(RETRY_DELAY_S * (attempt - 1))
-
-
-def _fetch_once(url: str, part: Path, size: int | None, bar: Any, timeout: float) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    if size is not None and offset > size:
-        part.unlink()
-        offset = 0
-    if size is not None and offset == size:
-        return  # complete already: the sha256 check decides
-    headers = {"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        err.close()
-        if err.code == 416 and offset:  # what we hold is not a prefix the server agrees with
-            part.unlink(missing_ok=True)
-            raise _Transient("the server refused to resume (HTTP 416); starting over") from err
-        if err.code in (408, 429) or err.code >= 500:
-            raise _Transient(f"HTTP {err.code} {err.reason}") from err
-        raise HubError(f"cannot download {url}: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise _Transient(str(getattr(err, "reason", err))) from err
-    with response:
-        status = response.status
-        if status == 206 and offset:
-            start = _content_range_start(response.headers.get("Content-Range"))
-            if start != offset:
-                part.unlink(missing_ok=True)
-                raise _Transient(f"the server resumed at byte {start}, not {offset}; restarting")
-            mode = "ab"
-        elif status == 200:
-            mode, offset = "wb", 0  # the full file (a server that ignores Range: restart)
-        else:
-            raise HubError(f"cannot download {url}: unexpected HTTP status {status}")
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
-        if size is not None and total is not None and total != size:
-            part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"{url} is {total} bytes but the registry says {size}: the hosted file is not "
-                "the registered release; nothing was installed"
-            )
-        bar.reset(total=total if total is not None else size)
-        bar.update(offset)
-        with open(part, mode) as handle:
-            while True:
-                try:
-                    chunk = response.read(CHUNK)
-                except (OSError, http.client.HTTPException) as err:
-                    raise _Transient(f"connection lost ({type(err).__name__}: {err})") from err
-                if not chunk:
-                    break
-                handle.write(chunk)
-                bar.update(len(chunk))
-                if size is not None and handle.tell() > size:
-                    break
-    have = part.stat().st_size
-    if size is not None and have > size:
-        part.unlink()
-        raise ChecksumError(
-            f"{url} sent more than the registered {size} bytes: the hosted file is not the "
-            "registered release; the download was deleted"
+def _integrity_message(err: IntegrityError, registered: bool) -> str:
+    """The hub's words for a download whose bytes are not the release's."""
+    if err.what == "size":
+        source = "the registry says" if registered else "expected"
+        return (
+            f"{err.url} is {err.actual} bytes but {source} {err.expected}: the hosted file is "
+            "not the registered release; nothing was installed"
         )
-    if total is not None and have < total:
-        raise _Transient(f"connection closed after {have} of {total} bytes")
-
-
-def _copy_file_url(url: str, part: Path, size: int | None, bar: Any) -> None:
-    source = _local_path(url)
-    if not source.is_file():
-        raise HubError(f"{url}: no such file")
-    offset = part.stat().st_size if part.exists() else 0
-    if offset > source.stat().st_size:
-        part.unlink()
-        offset = 0
-    bar.reset(total=source.stat().st_size)
-    bar.update(offset)
-    with open(source, "rb") as src, open(part, "ab") as dst:
-        src.seek(offset)
-        while chunk := src.read(CHUNK):
-            dst.write(chunk)
-            bar.update(len(chunk))
+    return (
+        f"sha256 mismatch for {err.url}: expected {err.expected}, got {err.actual}. The archive "
+        "is not the release it should be (corrupted in transit or replaced on the server) and "
+        "was deleted; nothing was installed."
+    )
 
 
 def _check_archive_digest(
@@ -801,11 +715,6 @@ def _http_get_small(url: str, timeout: float, limit: int) -> bytes:
     return data
 
 
-def _content_range_start(value: str | None) -> int | None:
-    match = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value or "")
-    return int(match.group(1)) if match else None
-
-
 def _check_sha256(value: Any, where: str) -> str:
     text = value.strip().lower() if isinstance(value, str) else value
     if not isinstance(text, str) or not SHA256_PATTERN.match(text):
@@ -813,23 +722,8 @@ def _check_sha256(value: Any, where: str) -> str:
     return text
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _user_agent() -> str:
@@ -838,23 +732,6 @@ def _user_agent() -> str:
     return f"fmpretrain/{__version__} (+urllib)"
 
 
-@contextlib.contextmanager
-def _lock(root: Path, sha256: str) -> Iterator[None]:
+def _lock(root: Path, sha256: str) -> contextlib.AbstractContextManager[None]:
     """One process at a time per archive (e.g. every rank of a job calling load_pretrained)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path = root / "locks" / f"{sha256[:16]}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(root / "locks" / f"{sha256[:16]}.lock")

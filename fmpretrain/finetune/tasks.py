@@ -13,7 +13,8 @@ the energies span equation-of-state, ordering and mixing effects.
 - ``emt_total_energy``: EMT energy of the cell (eV), extensive: sum pooling.
 
 MatBench tasks ``matbench_<name>``: the official dataset file is downloaded once into a cache
-(``<cache>/matbench/matbench_<name>.json.gz``) from ``<url base>/matbench_<name>.json.gz``; the
+(``<cache>/matbench/matbench_<name>.json.gz``, verified and atomic, through
+:mod:`fmpretrain.download`) from ``<url base>/matbench_<name>.json.gz``; the
 base is ``https://ml.materialsproject.org/projects`` (the location matminer's dataset loader
 uses), ``$FMPRETRAIN_MATBENCH_URL`` or the ``matbench_url`` option. Without a network, pass the
 file with ``--data``.
@@ -22,12 +23,10 @@ file with ``--data``.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
-import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +49,8 @@ __all__ = [
     "matbench_file",
     "task_spec",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Metals of ASE's EMT parametrisation (H, C, N, O are for molecules and are not used).
 EMT_METALS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
@@ -258,39 +259,52 @@ def matbench_file(
     cache: str | Path | None = None,
     url_base: str | None = None,
     timeout: float = 60.0,
+    progress: bool | None = None,
 ) -> Path:
-    """The cached ``matbench_<name>.json.gz``, downloaded first if needed (urllib)."""
+    """The cached ``matbench_<name>.json.gz``, downloaded first if needed.
+
+    Through :func:`fmpretrain.download.fetch`: only a complete gzip whose JSON opens with ``{``
+    is ever put in the cache (atomically, with a sha256 record beside it); a dropped connection
+    leaves a ``.part`` that is resumed (HTTP Range), here or in a later call.
+    """
+    from fmpretrain.download import DownloadError, fetch
+
     if not name.startswith("matbench_") or "/" in name:
         raise ValueError(f"not a MatBench task name: {name!r}")
     task_spec(name)  # refuses composition-only tasks
     file = cache_dir(cache) / "matbench" / f"{name}.json.gz"
-    if file.is_file():
-        return file
     base = (url_base or os.environ.get(MATBENCH_URL_ENV) or MATBENCH_URL).rstrip("/")
     url = f"{base}/{name}.json.gz"
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".download-", suffix=".json.gz")
+    cached = file.is_file()
+    start = time.monotonic()
     try:
-        with os.fdopen(fd, "wb") as handle:
-            start = time.monotonic()
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, handle, length=1 << 20)
-        with gzip.open(tmp, "rb") as check:  # a proxy error page is not a dataset
-            head = check.read(64).lstrip()
-        if not head.startswith(b"{"):
-            raise ValueError("the downloaded file is not a gzipped JSON table")
-        os.replace(tmp, file)
-        print(f"downloaded {url} -> {file} in {time.monotonic() - start:.1f} s")
-    except (urllib.error.URLError, OSError, ValueError, EOFError) as err:
+        fetch(
+            url,
+            file,
+            record=True,
+            validate=_check_matbench_table,
+            progress=progress,
+            timeout=timeout,
+            label=name,
+        )
+    except DownloadError as err:
         raise DatasetUnavailableError(
             f"could not download {name} from {url} ({err}); without network access, download "
             f"{name}.json.gz elsewhere and pass it with --data PATH (or data=PATH), or put it "
             f"at {file}"
         ) from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not cached:
+        log.info("downloaded %s -> %s in %.1f s", url, file, time.monotonic() - start)
     return file
+
+
+def _check_matbench_table(path: Path) -> None:
+    """A proxy's error page or a cut-off body is not a dataset (the gzip stream is read to its
+    end by the downloader; this checks what it holds)."""
+    with gzip.open(path, "rb") as check:
+        head = check.read(64).lstrip()
+    if not head.startswith(b"{"):
+        raise ValueError("the file is not a gzipped JSON table")
 
 
 # ============================================================================ one entry point
