@@ -21,6 +21,10 @@ Cache: ``<cache>/corpora/<name>/<file>`` (``FMPRETRAIN_CACHE``, else
 ``$XDG_CACHE_HOME/fmpretrain``, else ``~/.cache/fmpretrain``). ``FMPRETRAIN_OFFLINE=1``: the
 cache and the copies shipped in the package only.
 
+Archives (``aselmdb-tar``: OMat24) are extracted once, safely (regular files with relative
+names only), into ``<file>.d/`` beside the download; :func:`corpus_files` returns their
+``*.aselmdb`` members.
+
 Shipped entries (``perov_5-test``, ``carbon_24-test``) are the gzip copies in
 ``fmpretrain/finetune/datasets/`` of published CDVAE files; they work offline, and are checked
 against the published files' sha256 (of the decompressed bytes).
@@ -30,14 +34,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
+import shutil
+import tarfile
+import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmpretrain.download import CHUNK, fetch
+from fmpretrain.download import CHUNK, fetch, file_lock, read_record
 
 __all__ = [
     "CORPORA",
@@ -69,10 +78,16 @@ FORMATS: dict[str, tuple[str, dict[str, Any] | None]] = {
     ),
     "mptrj-json": (
         "JSON: {mp-id: {frame-id: {'structure': pymatgen dict, energies, forces, ...}}}",
-        {"format": "json"},
+        {"format": "json", "frames": "all"},
     ),
-    "aselmdb-tar": ("tar.gz of ASE-LMDB databases (*.aselmdb, read with fairchem)", None),
+    "aselmdb-tar": (
+        "tar.gz of ASE-LMDB databases; corpus_files extracts the *.aselmdb files",
+        {"format": "aselmdb"},
+    ),
 }
+#: Formats whose downloaded archives :func:`corpus_files` extracts; the members it returns.
+ARCHIVE_MEMBERS = {"aselmdb-tar": ".aselmdb"}
+EXTRACTED_MARKER = ".fmpretrain-extracted.json"
 
 
 class CorpusError(RuntimeError):
@@ -215,7 +230,7 @@ _OMAT_CITATION = (
 _OMAT_NOTE = (
     "files from the download table of fairchem's OMat24 documentation (not gated); the "
     "Hugging Face copy (fairchem/OMAT24) is gated behind accepting the licence and needs a "
-    "token. No reader in fmpretrain yet: download, extract, read with fairchem's AseDBDataset"
+    "token. Reading *.aselmdb needs the lmdb extra (ase-db-backends)"
 )
 _OMAT_VAL_FILES = (
     "rattled-1000",
@@ -381,6 +396,8 @@ def corpus_files(
 
     A shipped corpus returns its package copy (no network). ``cache`` defaults to
     ``FMPRETRAIN_CACHE`` (else the platform cache dir); files go to ``<cache>/corpora/<name>/``.
+    Archives of an archive format (``aselmdb-tar``) are extracted once, safely, beside them
+    (``<file>.d/``); their member files are returned, sorted, in place of each archive.
     """
     entry = corpus(name)
     if entry.shipped is not None:
@@ -391,23 +408,80 @@ def corpus_files(
         log.warning("shipped copy %s is missing; downloading %s instead", copy, entry.name)
     folder = _cache_root(cache) / "corpora" / entry.name
     offline = os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes", "on")
-    paths = []
+    paths: list[Path] = []
     for file in entry.files:
-        paths.append(
-            fetch(
-                file.url,
-                folder / file.filename,
-                sha256=file.sha256,
-                size=file.size,
-                record=True,
-                progress=progress,
-                retries=retries,
-                timeout=timeout,
-                offline=offline,
-                label=f"{entry.name}/{file.filename}",
-            )
+        path = fetch(
+            file.url,
+            folder / file.filename,
+            sha256=file.sha256,
+            size=file.size,
+            record=True,
+            progress=progress,
+            retries=retries,
+            timeout=timeout,
+            offline=offline,
+            label=f"{entry.name}/{file.filename}",
         )
+        member = ARCHIVE_MEMBERS.get(entry.format)
+        paths.extend([path] if member is None else _extracted(path, member))
     return paths
+
+
+def _extracted(archive: Path, suffix: str) -> list[Path]:
+    """The ``*suffix`` members of a downloaded tar archive, extracted once into ``<archive>.d``.
+
+    Only regular files with relative, traversal-free names are written (anything else is
+    refused); extraction goes to a temporary folder renamed into place, with a marker naming
+    the archive's sha256, so a half-extracted folder is never used.
+    """
+    out = archive.with_name(archive.name + ".d")
+    digest = (read_record(archive) or {}).get("sha256")
+    marker = out / EXTRACTED_MARKER
+    try:
+        done = digest is not None and json.loads(marker.read_text("utf-8"))["sha256"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        done = False
+    if not done:
+        with file_lock(archive.with_name(f".{archive.name}.extract.lock")):
+            tmp = archive.with_name(f".{archive.name}.d.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                _extract_tar(archive, tmp)
+                (tmp / EXTRACTED_MARKER).write_text(json.dumps({"sha256": digest}) + "\n")
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(tmp, out)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+    found = sorted(p for p in out.rglob(f"*{suffix}") if p.is_file())
+    if not found:
+        raise CorpusError(f"{archive} holds no *{suffix} file")
+    return found
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = member.name
+                parts = [p for p in name.split("/") if p not in ("", ".")]
+                if name.startswith("/") or ".." in parts or "\\" in name or not parts:
+                    raise CorpusError(f"{archive}: member {name!r} could escape; refused")
+                if member.isdir():
+                    continue
+                if not member.isreg():
+                    raise CorpusError(f"{archive}: member {name!r} is not a regular file; refused")
+                target = dest.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file
+                with source, open(target, "xb") as handle:
+                    shutil.copyfileobj(source, handle, CHUNK)
+    except FileExistsError as err:
+        raise CorpusError(f"{archive} holds the same file twice: {err.filename}") from err
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        raise CorpusError(f"{archive} is not a readable tar archive: {err}") from err
 
 
 def _check_shipped(entry: Corpus, copy: Path) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import re
+import tarfile
 import urllib.parse
 
 import pytest
@@ -102,9 +104,11 @@ def test_registry_entries_are_well_formed():
 
 def test_read_options_follow_the_format():
     assert corpus_read_options("mp_20") == {"format": "cdvae"}
-    assert corpus_read_options("mptrj") == {"format": "json"}
-    with pytest.raises(CorpusError, match="no reader"):
-        corpus_read_options("omat24-val")
+    assert corpus_read_options("mptrj") == {"format": "json", "frames": "all"}
+    assert corpus_read_options("omat24-val") == {"format": "aselmdb"}
+    odd = dataclasses.replace(CORPORA["mp_20"], format="weird")
+    with pytest.raises(CorpusError, match="unknown format 'weird'"):
+        corpus_read_options(odd)
     with pytest.raises(CorpusError, match="unknown corpus 'nope'"):
         corpus_files("nope")
 
@@ -239,3 +243,52 @@ def test_cli_lists_and_downloads(capsys, server, monkeypatch, tmp_path):
     assert (tmp_path / "cli" / "corpora" / entry.name / "train.csv").read_bytes() == data
     assert main(["corpora", "download", "no-such-corpus"]) == 2
     assert "unknown corpus" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ archives
+def _tar_gz(members: dict[str, bytes], kind: str = "file") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            if kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _omat_like(server: FileServer, members: dict[str, bytes], kind: str = "file") -> Corpus:
+    server.files["/val/rattled-relax.tar.gz"] = _tar_gz(members, kind)
+    file = CorpusFile(server.url("/val/rattled-relax.tar.gz"), "rattled-relax.tar.gz")
+    return dataclasses.replace(CORPORA["omat24-val"], name="omat-local", files=(file,))
+
+
+def test_aselmdb_archives_are_extracted_once(server, tmp_path):
+    members = {
+        "rattled-relax/data.0001.aselmdb": b"db1",
+        "rattled-relax/data.0000.aselmdb": b"db0",
+        "rattled-relax/data.0000.aselmdb-lock": b"",
+    }
+    entry = _omat_like(server, members)
+    paths = corpus_files(entry, progress=False)
+    folder = tmp_path / "cache" / "corpora" / "omat-local" / "rattled-relax.tar.gz.d"
+    assert paths == [folder / "rattled-relax" / f"data.000{k}.aselmdb" for k in (0, 1)]
+    assert [p.read_bytes() for p in paths] == [b"db0", b"db1"]
+    paths[0].write_bytes(b"kept")  # extracted once: a second call neither fetches nor extracts
+    assert corpus_files(entry) == paths and paths[0].read_bytes() == b"kept"
+    assert len(server.requests) == 1
+    assert corpus_read_options(entry) == {"format": "aselmdb"}
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_unsafe_archive_members_are_refused(server, tmp_path, kind):
+    name = {"dotdot": "../evil.aselmdb", "absolute": "/tmp/evil.aselmdb"}.get(kind, "x.aselmdb")
+    entry = _omat_like(server, {name: b"evil"}, kind)
+    with pytest.raises(CorpusError, match="refused"):
+        corpus_files(entry, progress=False)
+    folder = tmp_path / "cache" / "corpora" / "omat-local"
+    assert not (folder / "rattled-relax.tar.gz.d").exists()
+    assert not list(folder.glob(".*.tmp")) and not (tmp_path / "evil.aselmdb").exists()
