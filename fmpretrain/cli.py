@@ -26,6 +26,8 @@ Commands:
   publish       pack a release into one .tar.gz and print its registry entry
   download      download, verify and cache a release by registry name or URL
   corpora       list the public structure corpora, download one (verified, cached)
+  predict       predict a fine-tuned model's property for structure files (CSV)
+  embed         backbone embeddings of structure files (.npz)
   descriptors   list the descriptors with their dimension, hash and default parameters
   generate      write built-in generated crystal structures to a file (offline, seedable)
 
@@ -138,13 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check every shard against manifest.json",
         description=(
-            "Check that every shard listed in DIR/manifest.json exists, has the recorded size "
-            "and sha256, and decodes into the recorded number of well-formed samples. Exit "
-            "status 1 lists each problem."
+            "Check that DIR/manifest.json matches its own checksum, that DIR holds no shard it "
+            "does not list, and that every shard it lists exists, has the recorded size and "
+            "sha256, and decodes into the recorded number of well-formed samples with finite "
+            "fingerprints. Exit status 1 lists each problem."
         ),
     )
     verify.add_argument("dir", type=Path, help="shard directory (holds manifest.json)")
     verify.add_argument("--no-decode", action="store_true", help="check sizes and sha256 only")
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="also recompute each shard's per-feature statistics and compare them with the "
+        "manifest's",
+    )
     verify.set_defaults(func=cmd_shards_verify)
 
     pre = sub.add_parser(
@@ -185,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("checkpoint", type=Path, metavar="CKPT", help="run or checkpoint directory")
     exp.add_argument("--out", type=Path, required=True, help="release directory to write")
+    exp.add_argument(
+        "--results", type=Path, help="benchmark results.json to quote in the model card"
+    )
     exp.set_defaults(func=cmd_export)
 
     ft = sub.add_parser(
@@ -231,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help=FINETUNE_OVERRIDES_HELP,
+    )
+    bench.add_argument(
+        "--releases",
+        default="best",
+        choices=["best", "all", "none"],
+        help="fine-tuned releases to write under OUT/TASK/release/ (default: the best fold's)",
     )
     bench.set_defaults(func=cmd_benchmark)
 
@@ -315,7 +333,44 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--max-atoms", type=int, default=200, help="largest cell (default 200)")
     gen.set_defaults(func=cmd_generate)
+    _add_model_commands(sub)
     return parser
+
+
+def _add_model_commands(sub: Any) -> None:
+    """``predict`` and ``embed``: a release (path, registry name or URL) on structure files."""
+    model_help = "release directory, registry name or archive URL"
+    files_help = "structure files (extxyz, CIF, POSCAR, ASE db, MatBench/MP JSON, ...)"
+    pred = sub.add_parser(
+        "predict",
+        help="predict a fine-tuned model's property for structure files",
+        description=(
+            "Predict the property of a fine-tuned release for every structure in FILE... and "
+            "write a CSV: id,prediction (in the target's units; class labels for a "
+            "classification task), plus a target column when the files hold that property."
+        ),
+    )
+    pred.add_argument("model", metavar="MODEL", help=model_help)
+    pred.add_argument("files", nargs="+", type=Path, metavar="FILE", help=files_help)
+    pred.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    emb = sub.add_parser(
+        "embed",
+        help="backbone embeddings of structure files",
+        description=(
+            "Embed every structure in FILE... with the release's backbone and write an .npz "
+            "(no pickle): ids [n], embeddings [n, hidden] (mean over atoms); with --per-atom "
+            "embeddings [total_atoms, hidden] and n_atoms [n]."
+        ),
+    )
+    emb.add_argument("model", metavar="MODEL", help=model_help)
+    emb.add_argument("files", nargs="+", type=Path, metavar="FILE", help=files_help)
+    emb.add_argument("--out", type=Path, required=True, help=".npz file to write")
+    emb.add_argument("--per-atom", action="store_true", help="one row per atom")
+    for p in (pred, emb):
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+        p.add_argument("--max-atoms", type=int, default=2048, help="atoms per batch (2048)")
+    pred.set_defaults(func=cmd_predict)
+    emb.set_defaults(func=cmd_embed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,8 +493,8 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 def cmd_shards_verify(args: argparse.Namespace) -> int:
     from fmpretrain.data.manifest import Manifest, verify_shards
 
-    manifest = Manifest.load(args.dir)
-    problems = verify_shards(args.dir, decode=not args.no_decode)
+    manifest = Manifest.load(args.dir, check=False)  # verify_shards reports a bad checksum
+    problems = verify_shards(args.dir, decode=not args.no_decode, deep=args.deep)
     for problem in problems:
         print(f"PROBLEM {problem}")
     status = "FAILED" if problems else "OK"
@@ -474,7 +529,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fmpretrain.train.export import export_release
 
-    out = export_release(args.checkpoint, args.out)
+    out = export_release(args.checkpoint, args.out, results=args.results)
     print(f"wrote release {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
 
@@ -604,7 +659,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from fmpretrain.finetune.benchmark import run_benchmark
 
     cfg = _finetune_config(args)
-    run_benchmark(cfg)
+    run_benchmark(cfg, releases=args.releases)
     out = Path(cfg.out)
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
@@ -643,6 +698,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     write_structures(args.out, structures)
     atoms = sum(len(s) for s in structures)
     print(f"wrote {len(structures)} structures ({atoms} atoms) to {args.out}")
+    return 0
+
+
+def _load_model(args: argparse.Namespace):
+    """The model and the structures of a ``predict``/``embed`` command (hub errors: one line)."""
+    from fmpretrain.api import as_structures, load
+    from fmpretrain.hub import HubError
+
+    for path in args.files:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+    try:
+        model = load(args.model, device=args.device, max_atoms=args.max_atoms)
+    except HubError as err:
+        raise ValueError(str(err)) from err
+    return model, as_structures(list(args.files))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    model, structures = _load_model(args)
+    predictions = model.predict(structures)
+    target = model.target
+    has_target = any(target in s.properties for s in structures)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "prediction"] + (["target"] if has_target else []))
+        for s, value in zip(structures, predictions, strict=True):
+            row = [s.id, value] + ([s.properties.get(target, "")] if has_target else [])
+            writer.writerow(row)
+    unit = f" ({model.unit})" if model.unit else ""
+    print(f"wrote {len(structures)} predictions of {target}{unit} to {args.out}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    model, structures = _load_model(args)
+    embeddings = model.embed(structures, per_atom=args.per_atom)
+    arrays = {"ids": np.asarray([s.id for s in structures], dtype=str)}
+    if args.per_atom:
+        arrays["embeddings"] = np.concatenate(embeddings).astype(np.float32)
+        arrays["n_atoms"] = np.asarray([len(s) for s in structures], dtype=np.int64)
+    else:
+        arrays["embeddings"] = np.asarray(embeddings, dtype=np.float32)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "wb") as handle:  # the exact name (np.savez would add .npz)
+        np.savez(handle, **arrays)
+    shape = tuple(arrays["embeddings"].shape)
+    print(f"wrote embeddings {shape} of {len(structures)} structures to {args.out}")
     return 0
 
 

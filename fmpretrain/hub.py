@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from fmpretrain import release_format
 from fmpretrain.download import DownloadError, IntegrityError, fetch, file_lock
 from fmpretrain.download import atomic_write_bytes as _atomic_write_bytes
 from fmpretrain.download import sha256_file as _sha256_file
@@ -69,13 +70,12 @@ __all__ = [
     "verify_release",
 ]
 
-# The release contract of fmpretrain/train/export.py (repeated here so that downloading does
-# not import torch or DeepSpeed; a test keeps them equal).
-RELEASE_FORMAT = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "config.yaml"
-CHECKSUMS = "SHA256SUMS"
-REQUIRED = (WEIGHTS, CONFIG)
+# The release contract lives in fmpretrain/release_format.py (torch-free).
+RELEASE_FORMAT = release_format.FORMAT_VERSION
+WEIGHTS = release_format.WEIGHTS
+CONFIG = release_format.CONFIG
+CHECKSUMS = release_format.CHECKSUMS
+REQUIRED = release_format.REQUIRED_FILES
 
 REGISTRY_SCHEMA = 1
 REGISTRY_ENV = "FMPRETRAIN_REGISTRY"
@@ -317,49 +317,18 @@ def safetensors_parameters(path: str | os.PathLike[str]) -> int:
 
 
 # ------------------------------------------------------------------------------- verify
-@dataclass(frozen=True)
-class VerifiedRelease:
-    path: Path
-    files: tuple[str, ...]  # the names SHA256SUMS lists
-    config: dict[str, Any]
+VerifiedRelease = release_format.VerifiedRelease  # path, sums, files, config
 
 
 def verify_release(path: str | os.PathLike[str]) -> VerifiedRelease:
-    """Check every file listed in ``SHA256SUMS`` (which must list the weights and the config)
-    and that this fmpretrain reads the release format. Files not listed are ignored."""
-    path = Path(path)
-    sums = path / CHECKSUMS
-    if not sums.is_file():
-        raise HubError(f"{path} is not a release: {CHECKSUMS} is missing")
-    expected: dict[str, str] = {}
-    for number, line in enumerate(sums.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        match = re.match(r"^([0-9a-fA-F]{64}) [ *](.+)$", line)
-        if not match:
-            raise HubError(f"{sums}:{number}: expected '<sha256>  <file>', got {line!r}")
-        name = "/".join(_safe_parts(match.group(2), f"{sums}:{number}"))
-        expected[name] = match.group(1).lower()
-    missing = [name for name in REQUIRED if name not in expected]
-    if missing:
-        raise HubError(f"{sums} does not list {', '.join(missing)}")
-    problems = []
-    for name, digest in expected.items():
-        file = path / name
-        if not file.is_file():
-            problems.append(f"{name} is missing")
-        elif (actual := _sha256_file(file)) != digest:
-            problems.append(f"{name} has sha256 {actual}, {CHECKSUMS} says {digest}")
-    if problems:
-        raise ChecksumError(f"release {path} failed verification: " + "; ".join(problems))
-    config = _read_config(path)
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > RELEASE_FORMAT:
-        raise HubError(
-            f"release {path} has format_version {version!r}; this fmpretrain reads up to "
-            f"{RELEASE_FORMAT}: upgrade fmpretrain"
-        )
-    return VerifiedRelease(path, tuple(expected), config)
+    """:func:`fmpretrain.release_format.verify_release` (THE verifier: every file listed in
+    ``SHA256SUMS``, the format and the config schema) with the hub's error types."""
+    try:
+        return release_format.verify_release(path)
+    except release_format.ChecksumError as err:
+        raise ChecksumError(f"release {path} failed verification: {err.reason}") from err
+    except release_format.ReleaseError as err:
+        raise HubError(str(err)) from err
 
 
 # ------------------------------------------------------------------------------- download

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
-from fmpretrain.finetune.release import Release, load_release
+from fmpretrain.finetune.release import FoldReleases, Release, load_release, save_finetuned
 from fmpretrain.finetune.tasks import TaskSpec, load_task
 from fmpretrain.finetune.trainer import (
     FinetuneConfig,
@@ -338,8 +337,12 @@ def _json_default(value: Any) -> Any:
 
 
 # ============================================================================ benchmark
-def run_benchmark(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Run the MatBench-style protocol for every task of ``cfg``; write and return the results."""
+def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, Any]:
+    """Run the MatBench-style protocol for every task of ``cfg``; write and return the results.
+
+    ``releases``: fine-tuned releases to write under ``out/<task>/release/`` (``best`` fold,
+    ``all`` folds or ``none``; see :class:`~fmpretrain.finetune.release.FoldReleases`).
+    """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     release = load_release(cfg.pretrained) if cfg.pretrained else None
@@ -355,6 +358,7 @@ def run_benchmark(cfg: FinetuneConfig) -> dict[str, Any]:
             name = prep.spec.name
             splits = kfold_splits(len(prep.dataset), cfg.n_folds, cfg.fold_seed)
             fold_results = []
+            saver = FoldReleases(out / name, releases, prep, release)
             for fold in folds:
                 path = out / name / f"fold_{fold}.json"
                 digest = _fold_hash(cfg, prep, fold)
@@ -369,8 +373,9 @@ def run_benchmark(cfg: FinetuneConfig) -> dict[str, Any]:
                 train, val = train_val_split(train_part, cfg.val_fraction, seed)
                 result = _train_modes(
                     prep, cfg, train, val, test, seed=seed, logger=logger,
-                    prefix=f"{name}/fold{fold}",
+                    prefix=f"{name}/fold{fold}", keep_models=saver.keep_models,
                 )  # fmt: skip
+                saver.add(fold, result)
                 result = {
                     "task": name,
                     "fold": fold,
@@ -382,6 +387,7 @@ def run_benchmark(cfg: FinetuneConfig) -> dict[str, Any]:
                 }
                 _write_json(path, result)
                 fold_results.append(result)
+            saver.finish(fold_results)
             summaries.append(summarize_task(prep, fold_results))
         results = _results(cfg, release, summaries, folds)
         _write_json(out / "results.json", results)
@@ -534,12 +540,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     Writes ``out/finetune.json`` (metrics of every task and mode) and, per task and mode,
     ``out/<task>/<mode>/model.safetensors`` + ``config.yaml`` (architecture, head, target
-    scaling, class labels) + ``SHA256SUMS``.
+    scaling, class labels) + ``README.md`` + ``SHA256SUMS``: a release ``fmpretrain.load`` opens.
     """
-    from safetensors.torch import save_file
-
-    from fmpretrain.data.format import sha256_file
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     release = load_release(cfg.pretrained) if cfg.pretrained else None
@@ -562,32 +564,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             )  # fmt: skip
             models = result.pop("_models")
             for mode, (model, outcome) in models.items():
-                folder = out / name / mode
-                folder.mkdir(parents=True, exist_ok=True)
-                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-                save_file(
-                    state,
-                    str(folder / "model.safetensors"),
-                    metadata={"format": "fmpretrain-finetuned"},
-                )
-                head = {
-                    "format_version": 1,
-                    "kind": "fine-tuned",
-                    "mode": mode,
-                    "task": prep.spec.__dict__,
-                    "model": prep.model_config.to_dict(),
-                    "out_dim": prep.out_dim,
-                    "classes": prep.dataset.classes,
-                    "target_scaling": outcome.scaler.to_dict() if outcome.scaler else None,
-                    "pretrained": release.summary() if release and mode == "pretrained" else None,
-                }
-                (folder / "config.yaml").write_text(yaml.safe_dump(head, sort_keys=False))
-                (folder / "SHA256SUMS").write_text(
-                    "".join(
-                        f"{sha256_file(folder / f)}  {f}\n"
-                        for f in ("model.safetensors", "config.yaml")
-                    )
-                )
+                save_finetuned(
+                    out / name / mode, model, prep, scaler=outcome.scaler, release=release,
+                    mode=mode, results={"test": result["modes"][mode]["test"]},
+                )  # fmt: skip
             summary = summarize_task(prep, [{"fold": 0, **result}])
             report["tasks"].append({**summary, "split": result})
         _write_json(out / "finetune.json", report)

@@ -1,61 +1,65 @@
-"""Load a pre-trained release: ``model.safetensors`` + ``config.yaml`` + ``SHA256SUMS``.
+"""Fine-tuning's side of the release contract (:mod:`fmpretrain.release_format`).
 
-This is the only way fine-tuning talks to pre-training (``fmpretrain export`` writes the
-release). Loading is strict, so that a checkpoint is never silently misread:
+Reading: :func:`load_release` verifies a release with THE verifier
+(:func:`fmpretrain.release_format.verify_release`: every file in ``SHA256SUMS``, the config's
+format, kind and schema), checks that its ``model`` keys are :class:`ModelConfig` fields,
+reads the weights with ``safetensors`` only (never ``torch.load``) and requires the backbone
+weights to fit the rebuilt backbone exactly. Any violation raises :class:`ReleaseError` (a
+``ValueError``) that names the file and the fix.
 
-- every file listed in ``SHA256SUMS`` (at least the weights and the config) must exist and
-  match its sha256;
-- ``config.yaml`` must hold ``format_version`` (one this code knows), ``model``, ``descriptor``
-  and ``normalization``; its ``model`` keys must all be :class:`ModelConfig` fields;
-- weights are read with ``safetensors`` only (never ``torch.load``), and the backbone weights
-  must fit the rebuilt backbone exactly (no missing or unexpected tensors, same shapes).
-
-Any violation raises :class:`ReleaseError` (a ``ValueError``) that names the file and the fix.
+Writing: :func:`save_finetuned` writes a fine-tuned release (backbone + property head + task
+and target scaling in the config); :class:`FoldReleases` does it for the benchmark's folds.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from fmpretrain.data.format import sha256_file
 from fmpretrain.models import ModelConfig, build_backbone
+from fmpretrain.release_format import (
+    CHECKSUMS,
+    CONFIG,
+    KINDS,
+    SUPPORTED_FORMATS,
+    WEIGHTS,
+    ReleaseError,
+    check_config,
+    finetuned_config,
+    read_config,
+    sha256_file,
+    verify_checksums,
+    verify_release,
+    write_finetuned_release,
+)
 
 __all__ = [
     "CHECKSUMS",
     "CONFIG",
     "KNOWN_KINDS",
+    "RELEASE_POLICIES",
     "SUPPORTED_FORMATS",
     "WEIGHTS",
+    "FoldReleases",
     "Release",
     "ReleaseError",
     "load_release",
+    "save_finetuned",
     "verify_checksums",
 ]
 
-#: File names of the release layout (the same as ``fmpretrain.train.export`` writes; a test
-#: checks they agree, so that this stage does not import the pre-training stage).
-WEIGHTS = "model.safetensors"
-CONFIG = "config.yaml"
-CHECKSUMS = "SHA256SUMS"
-#: Release ``format_version`` values this code reads.
-SUPPORTED_FORMATS = (1,)
-KNOWN_KINDS = ("fingerprint-pretrained",)
+logger = logging.getLogger(__name__)
+
+KNOWN_KINDS = KINDS
 BACKBONE_PREFIX = "backbone."
-REQUIRED_KEYS = ("format_version", "model", "descriptor", "normalization")
-
-
-class ReleaseError(ValueError):
-    """A release directory is missing, damaged, or does not match this code."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"release {path}: {reason}")
+RELEASE_POLICIES = ("best", "all", "none")
+NEURAL_MODES = ("pretrained", "scratch")  # the benchmark modes that are GNNs
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Release:
     path: Path
     config: dict[str, Any]
     model_config: ModelConfig
-    state_dict: dict[str, torch.Tensor]  # the whole pre-training model (backbone + head)
+    state_dict: dict[str, torch.Tensor]  # the whole model (backbone + head)
     weights_sha256: str
 
     @property
@@ -102,72 +106,9 @@ class Release:
         }
 
 
-def _release_dir(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    if path.is_file() and path.name in (WEIGHTS, CONFIG, CHECKSUMS):
-        path = path.parent
-    if not path.exists():
-        raise ReleaseError(path, "no such directory")
-    if not path.is_dir():
-        raise ReleaseError(
-            path, f"not a directory (a release holds {WEIGHTS}, {CONFIG}, {CHECKSUMS})"
-        )
-    return path
-
-
-def verify_checksums(path: str | Path) -> dict[str, str]:
-    """Check every file listed in ``SHA256SUMS``; return ``{file name: sha256}``."""
-    path = _release_dir(path)
-    sums_file = path / CHECKSUMS
-    if not sums_file.is_file():
-        raise ReleaseError(path, f"{CHECKSUMS} is missing: cannot verify the release")
-    sums: dict[str, str] = {}
-    for n, line in enumerate(sums_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or len(parts[0]) != 64:
-            raise ReleaseError(path, f"{CHECKSUMS} line {n} is malformed: {line!r}")
-        digest, name = parts[0].lower(), parts[1].lstrip("*")
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise ReleaseError(path, f"{CHECKSUMS} line {n} names a file outside the release")
-        sums[name] = digest
-    for required in (WEIGHTS, CONFIG):
-        if required not in sums:
-            raise ReleaseError(path, f"{CHECKSUMS} does not list {required}")
-    for name, digest in sums.items():
-        file = path / name
-        if not file.is_file():
-            raise ReleaseError(path, f"{name} is missing (listed in {CHECKSUMS})")
-        actual = sha256_file(file)
-        if actual != digest:
-            raise ReleaseError(
-                path,
-                f"sha256 mismatch for {name}: expected {digest}, got {actual} (the file is "
-                "damaged or was modified; download or export the release again)",
-            )
-    return sums
-
-
-def _check_config(path: Path, config: Any) -> ModelConfig:
-    if not isinstance(config, dict):
-        raise ReleaseError(path, f"{CONFIG} is not a mapping")
-    missing = [k for k in REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ReleaseError(path, f"{CONFIG} lacks the key(s) {missing}")
-    version = config["format_version"]
-    if isinstance(version, bool) or version not in SUPPORTED_FORMATS:
-        raise ReleaseError(
-            path,
-            f"format_version {version!r} is not supported by this version of fmpretrain "
-            f"(it reads {list(SUPPORTED_FORMATS)}); upgrade fmpretrain or re-export the release",
-        )
-    kind = config.get("kind", KNOWN_KINDS[0])
-    if kind not in KNOWN_KINDS:
-        raise ReleaseError(path, f"unknown release kind {kind!r}; expected one of {KNOWN_KINDS}")
+def model_config_of(path: str | Path, config: Mapping[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` of a release config; unknown keys are a clear error."""
     model = config["model"]
-    if not isinstance(model, dict):
-        raise ReleaseError(path, f"{CONFIG}: 'model' must be a mapping of ModelConfig fields")
     unknown = sorted(set(model) - set(ModelConfig.field_names()))
     if unknown:
         raise ReleaseError(
@@ -177,9 +118,23 @@ def _check_config(path: Path, config: Any) -> ModelConfig:
             "fmpretrain",
         )
     try:
-        return ModelConfig.from_dict(model)
+        return ModelConfig.from_dict(dict(model))
     except (TypeError, ValueError) as err:
         raise ReleaseError(path, f"{CONFIG}: invalid model configuration: {err}") from err
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` of a release, with safetensors only (never pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = path / WEIGHTS
+    if not file.is_file():
+        raise ReleaseError(path, f"{WEIGHTS} is missing")
+    try:
+        return load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ReleaseError(path, f"{WEIGHTS} is not a readable safetensors file: {err}") from err
 
 
 def load_release(path: str | Path, *, verify: bool = True) -> Release:
@@ -188,28 +143,19 @@ def load_release(path: str | Path, *, verify: bool = True) -> Release:
     ``path`` is a release directory, or a registry name or URL that :mod:`fmpretrain.hub`
     downloads (verified, cached) first.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if not Path(path).exists() and ("://" in str(path) or "/" not in str(path)):
         from fmpretrain.hub import load_pretrained
 
         path = load_pretrained(str(path))
-    path = _release_dir(path)
-    sums = verify_checksums(path) if verify else {}
-    config_file, weights_file = path / CONFIG, path / WEIGHTS
-    for file in (config_file, weights_file):
-        if not file.is_file():
-            raise ReleaseError(path, f"{file.name} is missing")
-    try:
-        config = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as err:
-        raise ReleaseError(path, f"{CONFIG} is not valid YAML: {err}") from err
-    model_config = _check_config(path, config)
-    try:
-        state = load_file(str(weights_file), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ReleaseError(path, f"{WEIGHTS} is not a readable safetensors file: {err}") from err
+    if verify:
+        verified = verify_release(path)
+        path, config, sums = verified.path, verified.config, verified.sums
+    else:
+        config = read_config(path)
+        path, sums = Path(path), {}
+        check_config(config, path)
+    model_config = model_config_of(path, config)
+    state = read_weights(path)
     backbone_state = {
         k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)
     }
@@ -227,5 +173,108 @@ def load_release(path: str | Path, *, verify: bool = True) -> Release:
         config=config,
         model_config=model_config,
         state_dict=state,
-        weights_sha256=sums.get(WEIGHTS) or sha256_file(weights_file),
+        weights_sha256=sums.get(WEIGHTS) or sha256_file(path / WEIGHTS),
     )
+
+
+# ============================================================================ writing
+def save_finetuned(
+    out: str | Path,
+    model: torch.nn.Module,
+    prep: Any,
+    *,
+    scaler: Any,
+    release: Release | None,
+    mode: str,
+    results: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the fine-tuned release of ``model`` (a ``PropertyModel``) into ``out``.
+
+    ``prep`` is the benchmark's prepared task (``spec``, ``model_config``, ``out_dim``,
+    ``dataset.classes``); ``scaler`` the fitted ``TargetScaler`` (None for classification);
+    ``release`` the pre-trained release the backbone started from (None: from scratch).
+    """
+    base = None
+    if release is not None and mode == "pretrained":
+        base = {**release.config, "summary": release.summary()}
+    config = finetuned_config(
+        model=prep.model_config.to_dict(),
+        task=dict(prep.spec.__dict__),
+        out_dim=prep.out_dim,
+        target_scaling=scaler.to_dict() if scaler is not None else None,
+        classes=list(prep.dataset.classes),
+        base=base,
+        results=results,
+        mode=mode,
+    )
+    return write_finetuned_release(out, model.state_dict(), config)
+
+
+class FoldReleases:
+    """The fine-tuned releases of one benchmark task's folds, under ``task_dir/release/``.
+
+    ``policy``: ``best`` (default) writes ``release/<mode>/`` from the fold with the lowest
+    test error among all folds (a fold reused from an earlier run keeps the release that run
+    wrote); ``all`` writes ``release/fold_<k>/<mode>/`` for every fold trained; ``none`` writes
+    nothing.
+    """
+
+    def __init__(self, task_dir: Path, policy: str, prep: Any, release: Release | None):
+        if policy not in RELEASE_POLICIES:
+            raise ValueError(f"releases must be one of {RELEASE_POLICIES}, got {policy!r}")
+        self.root = Path(task_dir) / "release"
+        self.policy, self.prep, self.release = policy, prep, release
+        self.models: dict[tuple[int, str], tuple[torch.nn.Module, Any]] = {}
+
+    @property
+    def keep_models(self) -> bool:
+        return self.policy != "none"
+
+    def add(self, fold: int, result: dict[str, Any]) -> None:
+        """Take the models of a trained fold out of ``result`` (its ``_models`` entry)."""
+        for mode, (model, outcome) in result.pop("_models", {}).items():
+            test = result["modes"][mode]["test"]
+            if self.policy == "all":
+                self._write(self.root / f"fold_{fold}" / mode, model, outcome, mode, fold, test)
+            elif self.policy == "best":
+                self.models[(fold, mode)] = (model.cpu(), outcome)
+
+    def finish(self, fold_results: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """Write the best fold's release of each mode; ``{mode: release dir}``."""
+        written: dict[str, str] = {}
+        if self.policy != "best":
+            return written
+        metric = self.prep.metric
+        modes = {m for r in fold_results for m in r["modes"] if m in NEURAL_MODES}
+        for mode in sorted(modes):
+            scored = [(r["modes"][mode]["test"][metric], r["fold"], r) for r in fold_results
+                      if mode in r["modes"]]  # fmt: skip
+            _, fold, best = min(scored, key=lambda item: (item[0], item[1]))
+            target = self.root / mode
+            if (fold, mode) in self.models:
+                model, outcome = self.models[(fold, mode)]
+                self._write(target, model, outcome, mode, fold, best["modes"][mode]["test"])
+                written[mode] = str(target)
+            elif _released_fold(target) == fold:
+                written[mode] = str(target)  # the reused best fold's release from before
+            else:
+                logger.warning("%s: fold %d (reused) has no saved model to release", mode, fold)
+        self.models.clear()
+        return written
+
+    def _write(self, out: Path, model, outcome, mode: str, fold: int, test: Mapping) -> None:
+        if out.exists():
+            shutil.rmtree(out)
+        results = {"fold": fold, "test": dict(test), "best_epoch": outcome.best_epoch}
+        save_finetuned(
+            out, model, self.prep, scaler=outcome.scaler, release=self.release, mode=mode,
+            results=results,
+        )  # fmt: skip
+
+
+def _released_fold(path: Path) -> int | None:
+    """The fold a benchmark release was made from (None if there is no readable release)."""
+    try:
+        return int((read_config(path).get("results") or {}).get("fold"))
+    except (ReleaseError, TypeError, ValueError):
+        return None

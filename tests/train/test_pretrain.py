@@ -145,6 +145,7 @@ def test_release_contents_and_checksums(shards, tmp_path):
     pretrain(config(shards, tmp_path / "run", "max_steps=3", "eval_every=3"), progress=False)
     release = export_release(tmp_path / "run", tmp_path / "release")
     assert sorted(p.name for p in release.iterdir()) == [
+        "README.md",
         "SHA256SUMS",
         "config.yaml",
         "model.safetensors",
@@ -160,6 +161,8 @@ def test_release_contents_and_checksums(shards, tmp_path):
     assert any(k.startswith("backbone.") for k in weights)
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=release, capture_output=True)
     assert check.returncode == 0, check.stdout
+    assert cfg["training"]["steps"] == 3 and "heldout_r2_median" in cfg["training"]
+    assert "| pre-training steps | 3 |" in (release / "README.md").read_text()
 
 
 def test_resume_with_another_model_is_refused(shards, tmp_path):
