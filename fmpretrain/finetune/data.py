@@ -243,8 +243,16 @@ def _file_id(file: Path) -> str:
 
 
 def _number(value: Any) -> float | None:
-    """The float value of a numeric target, or None (bools and non-numbers are not numbers)."""
-    if isinstance(value, bool):
+    """The float value of a numeric target, or None (bools and non-numbers are not numbers).
+
+    A one-element list (MatDeepLearn publishes ``"y": [63.59]``) is its element; a longer
+    list is not a number.
+    """
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    while isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)

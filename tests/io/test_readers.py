@@ -14,7 +14,7 @@ from ase.build import bulk, fcc111, molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.geometry import cellpar_to_cell
 
-import fmpretrain.io as fio
+import fmpretrain.io.ase_db as fio_db
 from fmpretrain.io import (
     StructureReadError,
     iter_structure_files,
@@ -212,7 +212,7 @@ def test_ase_db_round_trip(tmp_path):
 
 
 def test_ase_db_written_by_ase(tmp_path, monkeypatch):
-    monkeypatch.setattr(fio, "DB_PAGE_SIZE", 2)  # several pages
+    monkeypatch.setattr(fio_db, "DB_PAGE_SIZE", 2)  # several pages
     path = tmp_path / "oqmd.db"
     with ase.db.connect(path) as db:
         for i in range(5):
@@ -637,7 +637,7 @@ def test_cdvae_csv_without_cif_column_is_refused(tmp_path):
 
 
 def test_shared_cdvae_files_read_when_present():
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon_24-val.csv"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "carbon_24-val.csv"
     if not shared.exists():
         pytest.skip(f"{shared} not present (the real CDVAE files sit in ../shared/data)")
     first = next(read_structures(shared))
