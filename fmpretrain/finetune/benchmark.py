@@ -7,23 +7,35 @@ part is split again, seeded, into train and validation (``val_fraction``) for ea
 the test part is used once, at the end. In each fold the pre-trained model and the from-scratch
 baseline (identical architecture, data, seed, head initialisation and budget) are trained and
 their test metric is recorded: MAE for regression, error rate (1 - accuracy) for
-classification (accuracy and, for two classes, ROC-AUC are recorded too).
+classification (accuracy and, for two classes, ROC-AUC are recorded too). With ``baselines``
+(default), two non-GNN baselines are trained on the same train/validation/test indices of each
+fold (:mod:`fmpretrain.finetune.baselines`): ``gbm`` (pooled fingerprint + element fractions,
+histogram gradient boosting) and ``mean`` (a dummy predictor).
 
 Outputs under ``out/``:
 
-- ``<task>/fold_<k>.json``: one fold: split sizes, both models' test/validation metrics,
-  epochs, time, and the test predictions (ids, targets, predictions); reused on a re-run when
-  the configuration hash matches (``resume``);
+- ``<task>/fold_<k>.json``: one fold: split sizes, every model's test/validation metrics,
+  epochs, per-epoch history (GNNs), time, and the test predictions (ids, targets,
+  predictions); reused on a re-run when the configuration hash matches (``resume``; missing
+  or outdated baselines of a reused fold are computed and added, the GNNs are not retrained);
+- ``predictions/<task>_fold<k>_<model>.csv``: ``id,target,prediction`` of the test fold (the
+  class index for classification);
 - ``results.json``: every task: per-fold metrics, mean ± std (population std over folds) for
-  pre-trained and scratch, improvement ``(scratch - pretrained) / scratch * 100``;
+  pre-trained, scratch, gbm and mean, improvement ``(scratch - pretrained) / scratch * 100``;
 - ``results.md``: the markdown table; ``results.png``: bars with error bars, one panel per task;
+  ``plots/<task>_parity.png``, ``_curves.png``, ``_folds.png``
+  (:mod:`fmpretrain.finetune.plots`);
+- ``<task>/baseline_features.npz``: the GBM's pooled features, reused while data and
+  descriptor are unchanged;
 - ``metrics.jsonl`` and ``wandb/`` (offline unless configured): per-epoch training curves.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +46,9 @@ import numpy as np
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.batching import derive_seed
+from fmpretrain.finetune import baselines as baselines_mod
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
+from fmpretrain.finetune.plots import plot_results, write_task_plots
 from fmpretrain.finetune.release import FoldReleases, Release, load_release, save_finetuned
 from fmpretrain.finetune.tasks import TaskSpec, load_task
 from fmpretrain.finetune.trainer import (
@@ -47,6 +61,7 @@ from fmpretrain.finetune.trainer import (
 from fmpretrain.models import ModelConfig
 
 __all__ = [
+    "MODELS",
     "MODES",
     "kfold_splits",
     "markdown_table",
@@ -56,13 +71,20 @@ __all__ = [
     "run_finetune",
     "summarize_task",
     "train_val_split",
+    "write_predictions",
 ]
 
+log = logging.getLogger(__name__)
+
 MODES = ("pretrained", "scratch")
+#: Every model of a benchmark table: the GNNs, then the baselines.
+MODELS = (*MODES, *baselines_mod.BASELINES)
 MATBENCH_SEED = 18012019
-#: Config entries that do not change a fold's numbers (excluded from the resume hash).
+#: Config entries that do not change a fold's GNN numbers (excluded from the resume hash):
+#: ``task_size`` changes the data, which the hash covers; the baselines have their own hash.
 _NOT_HASHED = (
-    "out", "folds", "resume", "wandb", "device", "data", "cache_dir", "matbench_url", "pretrained"
+    "out", "folds", "resume", "wandb", "device", "data", "cache_dir", "matbench_url", "pretrained",
+    "baselines", "task_size",
 )  # fmt: skip
 
 
@@ -178,6 +200,8 @@ def prepare(cfg: FinetuneConfig, task: str | None, release: Release | None) -> P
         cache=cfg.cache_dir,
         url_base=cfg.matbench_url,
         min_distance=cfg.min_distance,
+        size=cfg.task_size,
+        size_seed=cfg.seed,
     )
     model_config = _model_config(cfg, release)
     graphs = build_graphs(dataset, model_config.cutoff)
@@ -194,40 +218,88 @@ def _modes(cfg: FinetuneConfig, release: Release | None) -> list[str]:
 
 
 class _Logger:
-    """A :class:`RunLogger` with one monotonic step over the whole run (resumes included)."""
+    """``metrics.jsonl`` of the whole output folder plus one W&B run per task, fold and model.
+
+    Every :meth:`scoped` call (``prefix`` = ``task/fold<k>/model`` in the benchmark,
+    ``task/model`` for ``finetune``) finishes the previous W&B run and starts one with
+    ``group`` = task, ``name`` = prefix, ``job_type`` = the model (``tags``: the command), its
+    own step (the epoch) and a stable id, so a re-run continues the same W&B run. W&B runs
+    offline unless ``wandb.mode=online`` and an API key is set; ``disabled`` skips W&B.
+    ``metrics.jsonl`` lines carry a monotonic ``step`` over the folder and prefixed keys.
+    """
 
     def __init__(self, cfg: FinetuneConfig, out: Path, job_type: str):
-        # RunLogger lives in fmpretrain.train but is a generic logger (metrics.jsonl + W&B);
-        # it is imported as is, as the only use of that package here.
-        from fmpretrain.train.logging import RunLogger
-
-        metrics = out / "metrics.jsonl"
+        self.cfg, self.out, self.job_type = cfg, out, job_type
+        self.metrics = out / "metrics.jsonl"
         self.step = 0
-        if metrics.exists():
-            with open(metrics) as handle:
+        if self.metrics.exists():
+            with open(self.metrics) as handle:
                 self.step = sum(1 for _ in handle)
-        self.run = RunLogger(
-            out,
-            enabled=True,
-            wandb_mode=cfg.wandb.mode,
-            project=cfg.wandb.project,
-            name=cfg.wandb.name,
-            entity=cfg.wandb.entity,
-            config=config_dict(cfg),
-            job_type=job_type,
-        )
+        self._run: Any = None
 
     def scoped(self, prefix: str) -> Callable[[dict[str, float]], None]:
+        self._finish()
+        self._run = self._start(prefix)
+
         def log(record: dict[str, float]) -> None:
-            self.run.log({f"{prefix}/{k}": v for k, v in record.items()}, step=self.step)
+            line = {"step": self.step, **{f"{prefix}/{k}": v for k, v in record.items()}}
+            with open(self.metrics, "a") as handle:
+                handle.write(json.dumps(line) + "\n")
             self.step += 1
+            if self._run is not None:
+                self._run.log(dict(record), step=int(record.get("epoch", 0)))
 
         return log
 
+    def summary(self, values: dict[str, Any]) -> None:
+        """Summary values of the current W&B run (e.g. the test metrics of its model)."""
+        if self._run is not None:
+            self._run.summary.update(values)
+
+    def _start(self, prefix: str, job_type: str | None = None) -> Any:
+        wandb_cfg = self.cfg.wandb
+        if wandb_cfg.mode == "disabled":
+            return None
+        import wandb
+
+        parts = prefix.split("/")
+        online = wandb_cfg.mode == "online" and _has_wandb_key()
+        run_id = hashlib.sha1(f"{self.out.resolve()}:{prefix}".encode()).hexdigest()[:16]
+        return wandb.init(
+            project=wandb_cfg.project,
+            entity=wandb_cfg.entity,
+            group=parts[0],
+            name=f"{wandb_cfg.name}/{prefix}" if wandb_cfg.name else prefix,
+            job_type=job_type or parts[-1],
+            tags=[self.job_type],
+            dir=str(self.out),
+            mode="online" if online else "offline",
+            config={**config_dict(self.cfg), "run": {"task": parts[0], "prefix": prefix}},
+            resume="allow",
+            id=run_id,
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    def _finish(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
     def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Finish the open run; ``summary`` goes to a last run named ``summary``."""
+        self._finish()
         if summary:
-            self.run.summary(summary)
-        self.run.close()
+            run = self._start(f"{self.job_type}/summary", job_type="summary")
+            if run is not None:
+                run.summary.update(summary)
+                run.finish()
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
 def _train_modes(
@@ -275,6 +347,8 @@ def _train_modes(
             device=next(model.parameters()).device,
             max_atoms=cfg.max_atoms_per_batch,
         )
+        if logger is not None:
+            logger.summary({f"test_{k}": v for k, v in metrics.items()})
         position = {int(g): k for k, g in enumerate(idx)}  # back in the order of `test`
         pred = pred[[position[int(i)] for i in test]]
         result["modes"][mode] = {
@@ -286,6 +360,7 @@ def _train_modes(
             "seconds": round(outcome.seconds, 3),
             "trainable_parameters": outcome.trainable_parameters,
             "scaler": outcome.scaler.to_dict() if outcome.scaler else None,
+            "history": outcome.history,
             "predictions": pred.tolist(),
         }
         if keep_models:
@@ -359,36 +434,45 @@ def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, A
             splits = kfold_splits(len(prep.dataset), cfg.n_folds, cfg.fold_seed)
             fold_results = []
             saver = FoldReleases(out / name, releases, prep, release)
+            task_cache: dict[str, Any] = {}  # the task's baseline descriptor and features
             for fold in folds:
                 path = out / name / f"fold_{fold}.json"
                 digest = _fold_hash(cfg, prep, fold)
+                train_part, test = splits[fold]
+                seed = derive_seed(cfg.seed, fold)
+                train, val = train_val_split(train_part, cfg.val_fraction, seed)
+                result = None
                 if cfg.resume and path.exists():
                     previous = json.loads(path.read_text())
                     if previous.get("config_hash") == digest:
                         print(f"{name} fold {fold}: reusing {path}")
-                        fold_results.append(previous)
-                        continue
-                train_part, test = splits[fold]
-                seed = derive_seed(cfg.seed, fold)
-                train, val = train_val_split(train_part, cfg.val_fraction, seed)
-                result = _train_modes(
-                    prep, cfg, train, val, test, seed=seed, logger=logger,
-                    prefix=f"{name}/fold{fold}", keep_models=saver.keep_models,
-                )  # fmt: skip
-                saver.add(fold, result)
-                result = {
-                    "task": name,
-                    "fold": fold,
-                    "n_folds": cfg.n_folds,
-                    "fold_seed": cfg.fold_seed,
-                    "metric": prep.metric,
-                    "config_hash": digest,
-                    **result,
-                }
-                _write_json(path, result)
+                        result = previous
+                if result is None:
+                    result = _train_modes(
+                        prep, cfg, train, val, test, seed=seed, logger=logger,
+                        prefix=f"{name}/fold{fold}", keep_models=saver.keep_models,
+                    )  # fmt: skip
+                    saver.add(fold, result)
+                    result = {
+                        "task": name,
+                        "fold": fold,
+                        "n_folds": cfg.n_folds,
+                        "fold_seed": cfg.fold_seed,
+                        "metric": prep.metric,
+                        "config_hash": digest,
+                        **result,
+                    }
+                    _write_json(path, result)
+                if not cfg.baselines:
+                    result["modes"] = {m: v for m, v in result["modes"].items() if m in MODES}
+                elif _add_baselines(prep, result, train, val, test, seed, task_cache, out):
+                    _write_json(path, result)
+                write_predictions(out, result)
+                _log_fold(result)
                 fold_results.append(result)
             saver.finish(fold_results)
             summaries.append(summarize_task(prep, fold_results))
+            write_task_plots(out, name, fold_results, unit=prep.spec.unit)
         results = _results(cfg, release, summaries, folds)
         _write_json(out / "results.json", results)
         (out / "results.md").write_text(markdown_table(summaries))
@@ -397,7 +481,7 @@ def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, A
             {
                 f"{s['task']}/{mode}_{s['metric']}_mean": s[mode]["mean"]
                 for s in summaries
-                for mode in MODES
+                for mode in MODELS
                 if s.get(mode)
             }
         )
@@ -405,6 +489,82 @@ def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, A
         logger.close()
         raise
     return results
+
+
+def _add_baselines(
+    prep: Prepared,
+    result: dict[str, Any],
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    task_cache: dict[str, Any],
+    out: Path,
+) -> bool:
+    """Fit the baselines of one fold into ``result["modes"]`` unless they are there and
+    current (same baseline hash); True when ``result`` changed."""
+    if "descriptor" not in task_cache:
+        task_cache["descriptor"] = baselines_mod.baseline_descriptor(
+            prep.release.descriptor if prep.release else None
+        )
+    descriptor = task_cache["descriptor"]
+    digest = baselines_mod.baselines_hash(descriptor, seed)
+    if result.get("baselines_hash") == digest and all(
+        m in result["modes"] for m in baselines_mod.BASELINES
+    ):
+        return False
+    if "features" not in task_cache:
+        task_cache["features"] = baselines_mod.pooled_features(
+            prep.dataset.structures,
+            descriptor,
+            cache=out / prep.spec.name / "baseline_features.npz",
+        )
+    fitted = baselines_mod.fit_baselines(
+        task_cache["features"],
+        prep.dataset.targets,
+        train,
+        val,
+        test,
+        task_type=prep.spec.task_type,
+        n_classes=prep.dataset.n_classes,
+        seed=seed,
+    )
+    result["modes"].update(fitted)
+    result["baselines_hash"] = digest
+    result["baseline_descriptor"] = descriptor.config()
+    return True
+
+
+def write_predictions(out: str | Path, result: dict[str, Any]) -> list[Path]:
+    """``predictions/<task>_fold<k>_<model>.csv`` (``id,target,prediction``) of every model of
+    a fold result; classification predictions are the most probable class index."""
+    folder = Path(out) / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for model, values in result["modes"].items():
+        pred = np.asarray(values["predictions"], dtype=np.float64)
+        if pred.ndim == 2:
+            pred = pred.argmax(-1)
+        path = folder / f"{result['task']}_fold{result['fold']}_{model}.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "target", "prediction"])
+            for row in zip(result["test_ids"], result["test_targets"], pred.tolist(), strict=True):
+                writer.writerow(row)
+        paths.append(path)
+    return paths
+
+
+def _log_fold(result: dict[str, Any]) -> None:
+    metric = result["metric"]
+    scores = ", ".join(
+        f"{m} {result['modes'][m]['test'][metric]:.5g}" for m in MODELS if m in result["modes"]
+    )
+    log.info(
+        "%s fold %d (train %d, val %d, test %d): test %s: %s",
+        result["task"], result["fold"], result["n_train"], result["n_val"], result["n_test"],
+        metric, scores,
+    )  # fmt: skip
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
@@ -430,7 +590,7 @@ def summarize_task(prep: Prepared, fold_results: Sequence[dict[str, Any]]) -> di
     }
     if prep.spec.task_type == "classification":
         summary["classes"] = list(prep.dataset.classes)  # labels of class indices 0, 1, ...
-    for mode in MODES:
+    for mode in MODELS:
         values = [r["modes"][mode]["test"][metric] for r in fold_results if mode in r["modes"]]
         summary[mode] = _stats(values) if values else None
     summary["improvement_pct"] = improvement(summary["pretrained"], summary["scratch"])
@@ -472,10 +632,11 @@ def _fmt(stats: dict[str, Any] | None) -> str:
 
 
 def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """The results table: task, metric, size, folds, mean ± std of both models, improvement."""
+    """The results table: task, metric, size, folds, mean ± std of the GNNs and baselines,
+    improvement of pre-trained over scratch."""
     lines = [
-        "| Task | Metric | N | Folds | Pre-trained | Scratch | Improvement |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| Task | Metric | N | Folds | Pre-trained | Scratch | GBM | Mean | Improvement |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         metric = "MAE" if s["metric"] == "mae" else "error rate"
@@ -485,53 +646,19 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {s['task']} | {metric} | {s['n_structures']} | {len(s['folds'])} | "
             f"{_fmt(s['pretrained'])} | {_fmt(s['scratch'])} | "
+            f"{_fmt(s.get('gbm'))} | {_fmt(s.get('mean'))} | "
             f"{'n/a' if gain is None else f'{gain:+.1f}%'} |"
         )
     gains = [s["improvement_pct"] for s in summaries if s["improvement_pct"] is not None]
     if len(summaries) > 1 and gains:
-        lines.append(f"| **average** | | | | | | **{np.mean(gains):+.1f}%** |")
+        lines.append(f"| **average** | | | | | | | | **{np.mean(gains):+.1f}%** |")
     note = (
         "\nMean ± population std over the folds run. Improvement = (scratch - pre-trained) / "
-        "scratch × 100 of the mean test error; positive means pre-training helped.\n"
+        "scratch × 100 of the mean test error; positive means pre-training helped. GBM: pooled "
+        "fingerprint + element fractions, gradient boosting; Mean: dummy predictor (training "
+        "mean / most frequent class); both on the GNNs' folds.\n"
     )
     return "\n".join(lines) + "\n" + note
-
-
-def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Bars (mean) with error bars (std) of both models, one panel per task (Agg, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = max(len(summaries), 1)
-    fig = Figure(figsize=(3.2 * n + 0.6, 3.6), dpi=120)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    colors = {"pretrained": "#1f77b4", "scratch": "#ff7f0e"}
-    for ax, s in zip(axes, summaries, strict=False):
-        modes = [m for m in MODES if s.get(m)]
-        means = [s[m]["mean"] for m in modes]
-        stds = [s[m]["std"] for m in modes]
-        ax.bar(
-            range(len(modes)),
-            means,
-            yerr=stds,
-            capsize=6,
-            color=[colors[m] for m in modes],
-            edgecolor="black",
-            linewidth=0.6,
-        )
-        ax.set_xticks(range(len(modes)), ["pre-trained" if m == "pretrained" else m for m in modes])
-        label = "test MAE" if s["metric"] == "mae" else "test error rate"
-        ax.set_ylabel(f"{label} ({s['unit']})" if s.get("unit") and s["metric"] == "mae" else label)
-        gain = s["improvement_pct"]
-        title = s["task"] + ("" if gain is None else f"\n{gain:+.1f}% vs scratch")
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
 
 
 # ============================================================================ one split

@@ -12,6 +12,19 @@ the energies span equation-of-state, ordering and mixing effects.
 - ``emt_energy``: EMT energy per atom (eV/atom), intensive: mean pooling.
 - ``emt_total_energy``: EMT energy of the cell (eV), extensive: sum pooling.
 
+Real offline tasks (shipped with the package, ``fmpretrain/finetune/datasets/``, see its
+README): DFT-relaxed structures from the CDVAE collection (txie-93/cdvae, MIT), 5-fold MatBench
+protocol like every task. Only the publisher's ``*-val.csv`` halves are tasks; the ``*-test.csv``
+halves are reserved as the unlabelled pre-training corpus, so tasks and corpus never overlap.
+
+- ``perov_heat``: heat of formation ``heat_all`` (eV, as published by Castelli et al.; every
+  cell has 5 atoms) of 3,787 cubic ABX3 perovskites, ``perov_5-val``.
+- ``carbon_energy``: DFT energy per atom ``energy_per_atom`` (eV/atom) of 2,032 AIRSS carbon
+  structures at 10 GPa (6-24 atoms), ``carbon_24-val``.
+
+Any task can be subsampled for fast runs (``size`` of :func:`load_task`, ``task_size`` in the
+fine-tuning configuration): a seeded random subset without replacement, kept in file order.
+
 MatBench tasks ``matbench_<name>``: the official dataset file is downloaded once into a cache
 (``<cache>/matbench/matbench_<name>.json.gz``, verified and atomic, through
 :mod:`fmpretrain.download`) from ``<url base>/matbench_<name>.json.gz``; the
@@ -36,10 +49,12 @@ from fmpretrain.finetune.data import LabelledDataset, read_labelled
 from fmpretrain.structures import DEFAULT_MIN_DISTANCE, InvalidStructureError, Structure, validate
 
 __all__ = [
+    "DATASETS_DIR",
     "EMT_FAMILIES",
     "EMT_METALS",
     "MATBENCH_URL",
     "OFFLINE_TASKS",
+    "REAL_TASKS",
     "DatasetUnavailableError",
     "TaskSpec",
     "cache_dir",
@@ -47,6 +62,8 @@ __all__ = [
     "load_task",
     "make_emt_task",
     "matbench_file",
+    "real_task_file",
+    "subsample",
     "task_spec",
 ]
 
@@ -95,7 +112,7 @@ class TaskSpec:
     target: str | None  # None: detect the single target column of the file
     pooling: str = "mean"  # mean: intensive property; sum: extensive
     task_type: str = "regression"
-    source: str = "file"  # offline | matbench | file
+    source: str = "file"  # offline | real | matbench | file
     unit: str = ""
     description: str = ""
 
@@ -120,10 +137,70 @@ OFFLINE_TASKS = {
 }
 
 
+#: Folder of the shipped CDVAE CSV files (package data).
+DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
+
+#: Real tasks on shipped DFT data: spec and file in :data:`DATASETS_DIR`.
+REAL_TASKS = {
+    "perov_heat": TaskSpec(
+        "perov_heat",
+        "heat_all",
+        "mean",
+        source="real",
+        unit="eV",
+        description=(
+            "heat of formation (heat_all, eV, 5-atom cells) of cubic ABX3 perovskites, "
+            "Castelli et al. 2012 via CDVAE perov_5-val (perov_5-test is the pre-training corpus)"
+        ),
+    ),
+    "carbon_energy": TaskSpec(
+        "carbon_energy",
+        "energy_per_atom",
+        "mean",
+        source="real",
+        unit="eV/atom",
+        description=(
+            "DFT energy per atom of AIRSS carbon structures at 10 GPa, Pickard & Needs via "
+            "CDVAE carbon_24-val (carbon_24-test is the pre-training corpus)"
+        ),
+    ),
+}
+_REAL_FILES = {"perov_heat": "perov_5-val.csv.gz", "carbon_energy": "carbon_24-val.csv.gz"}
+
+
+def real_task_file(name: str) -> Path:
+    """The shipped data file of a real task (:data:`REAL_TASKS`)."""
+    if name not in _REAL_FILES:
+        raise ValueError(f"unknown real task {name!r}; choose one of {list(REAL_TASKS)}")
+    file = DATASETS_DIR / _REAL_FILES[name]
+    if not file.is_file():
+        raise DatasetUnavailableError(
+            f"{file} is missing: the package data of task {name!r} was not installed "
+            "(reinstall fmpretrain)"
+        )
+    return file
+
+
+def subsample(dataset: LabelledDataset, size: int | None, seed: int = 0) -> LabelledDataset:
+    """A seeded random subset of ``size`` entries (file order kept); ``None``: the dataset."""
+    if size is None:
+        return dataset
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"task_size must be a positive integer or null, got {size!r}")
+    if size >= len(dataset):
+        return dataset
+    chosen = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A5])).choice(
+        len(dataset), size=int(size), replace=False
+    )
+    return dataset.subset(np.sort(chosen))
+
+
 def task_spec(name: str) -> TaskSpec:
-    """The spec of an offline task or of ``matbench_<name>``; other names are file tasks."""
+    """The spec of an offline or real task or of ``matbench_<name>``; others are file tasks."""
     if name in OFFLINE_TASKS:
         return OFFLINE_TASKS[name]
+    if name in REAL_TASKS:
+        return REAL_TASKS[name]
     if name.startswith("matbench_"):
         if name in MATBENCH_COMPOSITION_ONLY:
             raise ValueError(
@@ -322,16 +399,28 @@ def load_task(
     cache: str | Path | None = None,
     url_base: str | None = None,
     min_distance: float = DEFAULT_MIN_DISTANCE,
+    size: int | None = None,
+    size_seed: int = 0,
 ) -> tuple[LabelledDataset, TaskSpec]:
     """The labelled dataset and spec of a task.
 
     - offline task (``emt_energy``...): generated (``n``, ``seed``, ``max_atoms``), cached;
+    - real task (``perov_heat``, ``carbon_energy``): the shipped CSV file;
     - ``matbench_<name>``: ``data`` if given, else the cached/downloaded official file;
     - with ``data`` and no (or another) name: a local file task named ``name`` or the file stem.
 
-    ``target``, ``task_type`` and ``pooling`` override the spec's.
+    ``target``, ``task_type`` and ``pooling`` override the spec's. ``size`` keeps a seeded
+    random subset (:func:`subsample` with ``size_seed``).
     """
-    if name in OFFLINE_TASKS:
+    if name in REAL_TASKS:
+        if data is not None:
+            raise ValueError(
+                f"task {name!r} uses its shipped data file; with data=PATH pass task=null or a "
+                "name of your own"
+            )
+        spec = REAL_TASKS[name]
+        data = real_task_file(name)
+    elif name in OFFLINE_TASKS:
         if data is not None:
             raise ValueError(
                 f"task {name!r} generates its own data; with data=PATH pass task=null or a "
@@ -346,8 +435,8 @@ def load_task(
     else:
         if data is None:
             raise ValueError(
-                f"unknown task {name!r}: choose {list(OFFLINE_TASKS)}, matbench_<name>, or "
-                "pass data=PATH (--data) for a local dataset"
+                f"unknown task {name!r}: choose {[*OFFLINE_TASKS, *REAL_TASKS]}, "
+                "matbench_<name>, or pass data=PATH (--data) for a local dataset"
             )
         spec = task_spec(name or _default_name(Path(data)))
     spec = replace(
@@ -364,6 +453,7 @@ def load_task(
         name=spec.name,
         min_distance=min_distance,
     )
+    dataset = subsample(dataset, size, size_seed)
     return dataset, replace(spec, target=dataset.target_name)
 
 

@@ -19,6 +19,7 @@ A plain PyTorch loop (CPU or one CUDA device; fine-tuning models are small):
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,8 @@ __all__ = [
     "resolve_model_config",
 ]
 
+logger = logging.getLogger(__name__)
+
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOSSES = ("l1", "mse", "smooth_l1")
 SCHEDULERS = ("plateau", "cosine", "none")
@@ -79,8 +82,10 @@ class FinetuneConfig:
     out: str = MISSING  # output directory
     pretrained: str | None = None  # release directory; null: from-scratch only
     scratch: bool = True  # also train the from-scratch baseline (same architecture, budget)
+    baselines: bool = True  # benchmark: also the `gbm` and `mean` baselines on the same folds
     # --- data
-    task: Any = "emt_energy"  # emt_energy | emt_total_energy | matbench_<name> | a name; or a list
+    task: Any = "emt_energy"  # emt_energy | perov_heat | carbon_energy | matbench_<name> | list
+    task_size: int | None = None  # seeded random subset of every task (fast runs); null: all
     data: str | None = None  # local dataset: MatBench JSON(.gz), MatDeepLearn JSON, folder/CSV
     targets_csv: str | None = None  # id,target CSV of a folder (default folder/targets.csv)
     target: str | None = None  # property to learn (default: the file's single target)
@@ -154,6 +159,8 @@ def check_config(cfg: FinetuneConfig) -> None:
             raise ValueError(
                 f"folds must be a non-empty list of 0..{cfg.n_folds - 1}, got {cfg.folds}"
             )
+    if cfg.task_size is not None and (isinstance(cfg.task_size, bool) or cfg.task_size < 1):
+        raise ValueError(f"task_size must be a positive integer or null, got {cfg.task_size!r}")
     if cfg.pretrained is None and not cfg.scratch:
         raise ValueError("nothing to train: pretrained=null and scratch=false")
     if cfg.wandb.mode not in ("offline", "online", "disabled"):
@@ -473,6 +480,10 @@ def fit(
         history.append(record)
         if log is not None:
             log(record)
+        logger.info(
+            "epoch %d/%d train_loss %.4g val_%s %.4g lr %.3g",
+            epoch, cfg.max_epochs, record["train_loss"], key, val_metrics[key], record["lr"],
+        )  # fmt: skip
         if score < best_score:
             best_score, best_epoch, best_val = score, epoch, dict(val_metrics)
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
