@@ -18,7 +18,7 @@ from typing import Any, ClassVar, overload
 import numpy as np
 import torch
 
-from fmpretrain.neighbors import NeighborList, neighbor_list
+from fmpretrain.neighbors import NeighborList, check_cutoff, neighbor_list
 from fmpretrain.structures import Structure
 
 #: Default bound on the number of tensor elements one chunk of triplet/pair work may allocate.
@@ -73,8 +73,7 @@ class Descriptor(ABC):
                 f"valid parameters: {sorted(valid)}"
             )
         self.params = self.params_class(**params)
-        if self.params.cutoff <= 0:
-            raise ValueError(f"{self.name}: cutoff must be positive, got {self.params.cutoff}")
+        check_cutoff(self.params.cutoff, f"{self.name}: cutoff")  # finite, > 0, <= MAX_CUTOFF
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self.chunk_elements = int(chunk_elements)

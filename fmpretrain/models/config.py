@@ -16,6 +16,7 @@ from fmpretrain.models.heads import (
     PropertyHead,
     PropertyModel,
 )
+from fmpretrain.neighbors import check_cutoff
 
 
 @dataclasses.dataclass
@@ -25,6 +26,8 @@ class ModelConfig:
     The defaults are the paper's pre-training model (128 channels, 8 layers, 50 trainable
     exp-normal RBFs, 8 heads), except the cutoff: 6 Å here (the paper used 8 Å), the
     fingerprints' default cutoff, which keeps the neighbour count (cost) about 2.4x lower.
+    The cutoff must be finite, positive and at most
+    :data:`~fmpretrain.neighbors.MAX_CUTOFF` (15 Å).
     """
 
     hidden_channels: int = 128
@@ -53,9 +56,7 @@ class ModelConfig:
                 f"hidden_channels ({self.hidden_channels}) must be divisible by "
                 f"num_heads ({self.num_heads})"
             )
-        if not self.cutoff > 0:
-            raise ValueError(f"ModelConfig.cutoff must be positive, got {self.cutoff!r}")
-        self.cutoff = float(self.cutoff)
+        self.cutoff = check_cutoff(self.cutoff, "ModelConfig.cutoff")  # finite, (0, MAX_CUTOFF]
         for name in ("activation", "attn_activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,33 @@ class PretrainConfig:
 
 
 LOSSES = ("mse", "l1", "smooth_l1")
+#: Integer settings and their smallest allowed value.
+AT_LEAST = {
+    "max_steps": 1,
+    "eval_every": 1,
+    "checkpoint_every": 1,
+    "log_every": 1,
+    "grad_accum": 1,
+    "max_atoms_per_batch": 1,
+    "val_shards": 1,
+    "keep_checkpoints": 0,
+    "num_workers": 0,
+    "shuffle_buffer": 0,
+    "warmup_steps": 0,
+}
+_MEANING = {
+    "max_steps": "optimizer steps to train",
+    "eval_every": "validate every N steps",
+    "checkpoint_every": "checkpoint every N steps",
+    "log_every": "log every N steps",
+    "grad_accum": "micro-batches per optimizer step",
+    "max_atoms_per_batch": "atoms per micro-batch",
+    "val_shards": "shards held out for the validation run every eval_every steps",
+    "keep_checkpoints": "0 keeps every checkpoint",
+    "num_workers": "0 loads in the training process",
+    "shuffle_buffer": "0 does not mix samples across shards",
+    "warmup_steps": "0 starts at the full learning rate",
+}
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -70,8 +98,19 @@ def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ())
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
-    if cfg.max_steps < 1 or cfg.grad_accum < 1 or cfg.max_atoms_per_batch < 1:
-        raise ValueError("max_steps, grad_accum and max_atoms_per_batch must be at least 1")
+    for key, allowed in AT_LEAST.items():
+        value = getattr(cfg, key)
+        if value < allowed:
+            raise ValueError(
+                f"{key}={value} in the pretrain configuration: must be an integer >= {allowed} "
+                f"({_MEANING[key]})"
+            )
+    if cfg.stop_after is not None and cfg.stop_after < 1:
+        raise ValueError(f"stop_after={cfg.stop_after}: must be null or an integer >= 1 (a step)")
+    for key in ("lr", "grad_clip"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{key}={value} in the pretrain configuration: must be finite and > 0")
     return cfg
 
 

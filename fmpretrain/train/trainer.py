@@ -3,11 +3,17 @@
 The same code runs as one CPU process (gloo) and under ``torchrun`` / ``deepspeed`` / ``srun``
 on many GPUs (NCCL). Checkpoints are DeepSpeed's and carry the data position and RNG states, so
 a resumed run continues exactly where the interrupted one stopped.
+
+Checkpoints are sealed with ``SHA256SUMS`` once written and resume takes the newest intact one,
+logging each newer one it skipped and why; files are read with ``weights_only=True`` and an
+allow-list (:mod:`fmpretrain.train.checkpoints`). A resumed run must read shards with the
+descriptor hash recorded in its ``run.yaml`` and checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -23,6 +29,13 @@ import yaml
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
+from fmpretrain.train.checkpoints import (
+    CheckpointCorruptError,
+    install_safe_loading,
+    seal,
+    select_checkpoint,
+    unseal,
+)
 from fmpretrain.train.config import PretrainConfig, resolve_named_config
 from fmpretrain.train.distributed import DistInfo, init_distributed
 from fmpretrain.train.logging import RunLogger
@@ -35,6 +48,7 @@ if TYPE_CHECKING:
     from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,6 +104,7 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     if cfg.activation_checkpointing is not None:
         model_cfg.activation_checkpointing = cfg.activation_checkpointing
     normalizer = Normalizer.from_manifest(manifest)
+    descriptor_hash = _check_recorded_descriptor(out, manifest, cfg.data)
     run_record = _run_record(cfg, model_cfg, manifest, normalizer)
     if dist.is_main:
         _write_run_record(out, run_record)
@@ -111,10 +126,15 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     state = TrainState()
     ckpt_dir = out / CHECKPOINTS
     resumed_from = None
-    if (ckpt_dir / "latest").exists():
-        path, client = engine.load_checkpoint(str(ckpt_dir))
+    install_safe_loading(engine)
+    tag = _choose_checkpoint(ckpt_dir, dist)
+    if tag is not None:
+        path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
         if path is None:
-            raise RuntimeError(f"could not load the latest checkpoint in {ckpt_dir}")
+            raise RuntimeError(f"could not load checkpoint {tag} in {ckpt_dir}")
+        recorded = client.get("descriptor_hash", descriptor_hash)
+        if recorded != descriptor_hash:
+            raise ValueError(_hash_mismatch(ckpt_dir / tag, recorded, manifest, cfg.data))
         state = TrainState(**client["train_state"])
         _set_rng_states(client["rng"][dist.rank] if dist.rank < len(client["rng"]) else None)
         resumed_from = engine.global_steps
@@ -145,6 +165,7 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
             stop,
             progress,
             cutoff=model_cfg.cutoff,
+            descriptor_hash=descriptor_hash,
         )
     finally:
         stop.restore()
@@ -198,7 +219,19 @@ def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
 
 
 def _train_loop(
-    cfg, dist, engine, scheduler, state, manifest, normalizer, logger, stop, progress, *, cutoff
+    cfg,
+    dist,
+    engine,
+    scheduler,
+    state,
+    manifest,
+    normalizer,
+    logger,
+    stop,
+    progress,
+    *,
+    cutoff,
+    descriptor_hash,
 ):
     from tqdm import tqdm
 
@@ -234,7 +267,7 @@ def _train_loop(
                 split="train",
                 val_shards=cfg.val_shards,
                 skip_batches=state.batches_in_epoch,
-                expected_descriptor_hash=manifest.descriptor_hash,
+                expected_descriptor_hash=descriptor_hash,
             )
             for batch, weight in _balanced(loader, dist):
                 batch = batch.to(dist.device)
@@ -265,7 +298,9 @@ def _train_loop(
                     bar.set_postfix(loss=f"{record['train/loss']:.4f}", refresh=False)
                     logger.log(record, step)
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    last_val = evaluate(cfg, dist, engine, normalizer, model_cutoff)
+                    last_val = evaluate(
+                        cfg, dist, engine, normalizer, model_cutoff, descriptor_hash=descriptor_hash
+                    )
                     logger.log(last_val, step)
                     if dist.is_main:
                         bar.write(f"step {step}: {describe_validation(last_val)}")
@@ -273,7 +308,9 @@ def _train_loop(
                     cfg.stop_after is not None and step >= cfg.stop_after
                 )
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
-                    checkpoint = save_checkpoint(engine, state, out, cfg.keep_checkpoints, dist)
+                    checkpoint = save_checkpoint(
+                        engine, state, out, cfg.keep_checkpoints, dist, descriptor_hash
+                    )
                 if stopping:
                     status = "preempted" if stop.raised else "stopped"
                     return status, last_val, checkpoint
@@ -287,7 +324,9 @@ def _train_loop(
     finally:
         bar.close()
     if checkpoint is None or not checkpoint.name.endswith(f"{engine.global_steps:08d}"):
-        checkpoint = save_checkpoint(engine, state, out, cfg.keep_checkpoints, dist)
+        checkpoint = save_checkpoint(
+            engine, state, out, cfg.keep_checkpoints, dist, descriptor_hash
+        )
     return status, last_val, checkpoint
 
 
@@ -325,7 +364,9 @@ def _agree(flag: bool, dist: DistInfo) -> bool:
 
 
 @torch.no_grad()
-def evaluate(cfg, dist, engine, normalizer, cutoff) -> dict[str, float]:
+def evaluate(
+    cfg, dist, engine, normalizer, cutoff, *, descriptor_hash: str | None = None
+) -> dict[str, float]:
     """Loss, per-channel MAE (fingerprint units) and R² on the held-out shards."""
     from fmpretrain.data.loader import build_loader
 
@@ -341,6 +382,7 @@ def evaluate(cfg, dist, engine, normalizer, cutoff) -> dict[str, float]:
         shuffle_buffer=0,
         split="val",
         val_shards=cfg.val_shards,
+        expected_descriptor_hash=descriptor_hash,
     )
     engine.eval()
     loss_fn = _loss_function(cfg.loss)
@@ -381,14 +423,26 @@ def describe_validation(record: dict[str, float]) -> str:
     )
 
 
-def save_checkpoint(engine, state: TrainState, out: Path, keep: int, dist: DistInfo) -> Path:
-    """A DeepSpeed checkpoint with the train state and every rank's RNG states."""
+def save_checkpoint(
+    engine,
+    state: TrainState,
+    out: Path,
+    keep: int,
+    dist: DistInfo,
+    descriptor_hash: str | None = None,
+) -> Path:
+    """A DeepSpeed checkpoint with the train state, every rank's RNG states and the shards'
+    descriptor hash, sealed with ``SHA256SUMS`` once every rank has written its files."""
     tag = f"step{engine.global_steps:08d}"
     ckpt_dir = out / CHECKPOINTS
     rng = _gather_rng_states(dist)
-    engine.save_checkpoint(
-        str(ckpt_dir), tag=tag, client_state={"train_state": state.__dict__, "rng": rng}
-    )
+    if dist.is_main:
+        unseal(ckpt_dir / tag)  # a tag rewritten after a fallback is unsealed until complete
+    client = {"train_state": state.__dict__, "rng": rng, "descriptor_hash": descriptor_hash}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client)
+    torch.distributed.barrier()
+    if dist.is_main:
+        seal(ckpt_dir / tag)
     torch.distributed.barrier()
     if dist.is_main and keep > 0:
         tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())
@@ -465,9 +519,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain Python values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -485,10 +541,59 @@ def _set_rng_states(state: dict[str, Any] | None) -> None:
     if state is None:
         return
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _choose_checkpoint(ckpt_dir: Path, dist: DistInfo) -> str | None:
+    """The newest intact checkpoint tag (chosen on rank 0, the same on every rank), or ``None``
+    for a fresh run; logs each newer checkpoint skipped and why."""
+    choice: list[Any] = [None, None]  # tag, error
+    if dist.is_main and ckpt_dir.is_dir():
+        tag, skipped = select_checkpoint(ckpt_dir)
+        for bad, why in skipped:
+            log.warning("skipping checkpoint %s: %s", ckpt_dir / bad, why)
+        if tag is not None and skipped:
+            log.warning("resuming from %s, the newest intact checkpoint", ckpt_dir / tag)
+        if tag is None and skipped:
+            choice[1] = (
+                f"no intact checkpoint in {ckpt_dir} ({skipped[0][0]}: {skipped[0][1]}): move "
+                "the folder away to start over, or restore the files"
+            )
+        choice[0] = tag
+    if dist.world_size > 1:
+        torch.distributed.broadcast_object_list(choice, src=0)
+    if choice[1] is not None:
+        raise CheckpointCorruptError(choice[1])
+    return choice[0]
+
+
+def _check_recorded_descriptor(out: Path, manifest: Manifest, data: str) -> str:
+    """The descriptor hash this run trains on: the one its ``run.yaml`` recorded, which must be
+    the shards' (a fresh run takes the shards')."""
+    path = out / RUN_FILE
+    if not path.exists():
+        return manifest.descriptor_hash
+    try:
+        recorded = (yaml.safe_load(path.read_text()) or {})["descriptor"]["hash"]
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path} records no descriptor hash ({err!r}): choose another out=DIR"
+        ) from err
+    if recorded != manifest.descriptor_hash:
+        raise ValueError(_hash_mismatch(path, recorded, manifest, data))
+    return recorded
+
+
+def _hash_mismatch(where: Path, recorded: str, manifest: Manifest, data: str) -> str:
+    return (
+        f"descriptor hash mismatch: {where} records descriptor hash {recorded}, but the shards "
+        f"in {data} have {manifest.descriptor_hash} ({manifest.descriptor.get('name', '?')}): "
+        "resume with the shards the run started on, or choose another out=DIR"
+    )
 
 
 def _run_record(cfg, model_cfg, manifest: Manifest, normalizer) -> dict[str, Any]:
