@@ -33,9 +33,17 @@ What it guarantees:
   persistent workers) and send batches as numpy arrays, rebuilt into ``Batch`` objects in the
   main process (cheaper than ~20 shared-memory tensors per batch).
 - **Clear failures**: descriptor-hash mismatch and incomplete manifests are refused
-  (``ValueError``), missing shards up front (``FileNotFoundError``), a shard whose size differs
-  from the manifest up front and a truncated or corrupt one while streaming
-  (:class:`ShardReadError`, naming it). Nothing is skipped silently.
+  (``ValueError``), a manifest edited after it was written
+  (:class:`~fmpretrain.data.manifest.ManifestModifiedError`) and a ``*.tar`` in the shard
+  directory that the manifest does not list up front, missing shards up front
+  (``FileNotFoundError``), a shard whose size differs from the manifest up front and a
+  truncated or corrupt one while streaming (:class:`ShardReadError`, naming it). Nothing is
+  skipped silently.
+- **Verified while streaming**: each shard's bytes are hashed as webdataset reads them (no
+  second pass) and compared at the end of the shard with the manifest's sha256; a mismatch, or
+  a NaN/inf in a sample's fingerprint, positions or cell, raises :class:`ShardReadError` naming
+  the shard (and the sample). Samples of a shard are yielded before its end is reached, so a
+  consumer may have seen some of them when the error comes.
 
 Shards are read with ``webdataset``'s tar streaming from local paths, ``file:`` URLs or
 ``pipe:`` URLs (``pipe:aws s3 cp s3://bucket/shard-000001.tar -``); samples are decoded by
@@ -47,6 +55,7 @@ fingerprints normalized with the manifest's per-feature statistics (:class:`Norm
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import re
 import tarfile
@@ -69,7 +78,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from fmpretrain.data.batching import derive_seed, pack_by_budget, shuffle_buffer
 from fmpretrain.data.format import Sample, ShardFormatError
 from fmpretrain.data.graphs import build_graph
-from fmpretrain.data.manifest import MANIFEST_NAME, Manifest
+from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, unlisted_shards
+from fmpretrain.neighbors import NeighborBudgetError, check_cutoff
 
 Split = Literal["train", "val", "all"]
 _SHARD_ORDER, _SAMPLE_ORDER = 0, 1  # seed-stream tags
@@ -145,6 +155,7 @@ class ShardRef:
     n_samples: int | None = None
     n_atoms: int | None = None
     n_bytes: int | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -240,8 +251,15 @@ def _resolve(
     if isinstance(source, str | Path) and Path(source).is_dir():
         root = Path(source)
         man = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest or root)
+        unlisted = unlisted_shards(root, man)
+        if unlisted:
+            raise ShardReadError(
+                f"{root} holds {len(unlisted)} shard(s) that {MANIFEST_NAME} does not list, e.g. "
+                f"{unlisted[0]}: remove them, or re-run featurize and `fmpretrain shards verify "
+                f"{root}`"
+            )
         refs = [
-            ShardRef(str(root / s.name), s.name, s.n_samples, s.n_atoms, s.bytes)
+            ShardRef(str(root / s.name), s.name, s.n_samples, s.n_atoms, s.bytes, s.sha256)
             for s in sorted(man.shards, key=lambda s: s.index)
         ]
         return man, refs, str(root / MANIFEST_NAME)
@@ -266,7 +284,9 @@ def _resolve(
         if entry is None:
             refs.append(ShardRef(url, url))
         else:
-            refs.append(ShardRef(url, entry.name, entry.n_samples, entry.n_atoms, entry.bytes))
+            refs.append(
+                ShardRef(url, entry.name, entry.n_samples, entry.n_atoms, entry.bytes, entry.sha256)
+            )
     unknown = [r.url for r in refs if r.n_samples is None]
     if unknown:
         warnings.warn(
@@ -401,8 +421,7 @@ class ShardBatches(IterableDataset):
         wire: bool = False,
     ) -> None:
         super().__init__()
-        if cutoff <= 0:
-            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        cutoff = check_cutoff(cutoff)
         if max_atoms_per_batch < 1:
             raise ValueError(f"max_atoms_per_batch must be >= 1, got {max_atoms_per_batch}")
         if max_edges_per_batch is not None and max_edges_per_batch < 1:
@@ -459,7 +478,10 @@ class ShardBatches(IterableDataset):
 
     def _graph(self, s: Sample) -> Data:
         y = self.normalizer.normalize_numpy(s.fingerprint)
-        data = build_graph(s.numbers, s.positions, s.cell, s.pbc, self.cutoff, y=y)
+        try:
+            data = build_graph(s.numbers, s.positions, s.cell, s.pbc, self.cutoff, y=y)
+        except NeighborBudgetError as err:
+            raise NeighborBudgetError(f"sample {s.key}, {err}") from None
         data.key = s.key
         return data
 
@@ -502,7 +524,7 @@ def _read_shard(ref: ShardRef, dim: int) -> Iterator[Sample]:
         return fail("is truncated or corrupt", err)
 
     try:
-        stream = wds.gopen(ref.url)
+        stream = _HashingReader(wds.gopen(ref.url))
     except Exception as err:
         raise fail("could not be opened", err) from err
     finished = False
@@ -523,10 +545,23 @@ def _read_shard(ref: ShardRef, dim: int) -> Iterator[Sample]:
                     f"has {sample.fingerprint.shape[1]} features in sample {sample.key}, "
                     f"the manifest says {dim}"
                 )
+            for name in ("fingerprint", "positions", "cell"):
+                if not np.isfinite(getattr(sample, name)).all():
+                    raise fail(f"has non-finite values (NaN or inf) in the {name} of {sample.key}")
             count += 1
             yield sample
         if ref.n_samples is not None and count != ref.n_samples:
             raise fail(f"is truncated: {count} samples read, the manifest says {ref.n_samples}")
+        try:
+            stream.drain()  # the tar's end padding, not read by tarfile
+        except Exception as err:
+            raise unreadable(err) from err
+        if ref.sha256 is not None and stream.hexdigest() != ref.sha256:
+            raise fail(
+                f"does not match the sha256 in its manifest ({stream.size} bytes hashing to "
+                f"{stream.hexdigest()[:12]}…, expected {ref.sha256[:12]}…): it was changed "
+                "or corrupted after featurization"
+            )
         finished = True
     finally:
         try:
@@ -534,6 +569,33 @@ def _read_shard(ref: ShardRef, dim: int) -> Iterator[Sample]:
         except Exception as err:
             if finished:
                 raise fail("could not be read", err) from err
+
+
+class _HashingReader:
+    """A read-only stream that hashes and counts the bytes read through it."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self, block: int = 1 << 20) -> None:
+        """Read (and hash) what is left of the stream."""
+        while self.read(block):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
 
 
 # --------------------------------------------------------------------------- the loader
