@@ -176,8 +176,13 @@ class RankCounts:
 def split_shards(
     shards: Sequence[ShardRef], val_shards: int | float, split: Split
 ) -> list[ShardRef]:
-    """The last ``val_shards`` shards (an int, or a fraction of them, at least one) are the
-    validation split; the others the training split. ``split="all"`` keeps every shard."""
+    """``val_shards`` shards (an int, or a fraction of them, at least one) are the validation
+    split, the others the training split; ``split="all"`` keeps every shard.
+
+    The held-out shards are spread evenly over the shard order, ending at the last shard
+    (``n - 1 - floor(k n / n_val)`` for ``k < n_val``; one shard: the last), so that a job
+    over several sources, whose shards follow the source order, validates on each of them.
+    """
     if split not in ("train", "val", "all"):
         raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     n = len(shards)
@@ -198,7 +203,8 @@ def split_shards(
         )
     if split == "val" and n_val == 0:
         raise ValueError("split='val' needs val_shards > 0 (the shards held out for validation)")
-    return list(shards[n - n_val :]) if split == "val" else list(shards[: n - n_val])
+    held_out = {n - 1 - (k * n) // n_val for k in range(n_val)}
+    return [s for i, s in enumerate(shards) if (i in held_out) == (split == "val")]
 
 
 def rank_shards(

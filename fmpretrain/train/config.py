@@ -41,7 +41,7 @@ class PretrainConfig:
     max_atoms_per_batch: int = 512
     num_workers: int = 0
     shuffle_buffer: int = 256
-    val_shards: int = 1  # the last N shards are held out for validation
+    val_shards: int = 1  # N shards held out for validation, spread evenly, ending at the last
     eval_every: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: int = 2

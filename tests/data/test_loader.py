@@ -218,7 +218,10 @@ def test_train_val_split_disjoint_and_covering(ead_shards):
     for val_shards, n_val in ((2, 2), (0.25, 3)):
         train_loader = load(ead_shards, split="train", val_shards=val_shards)
         val_loader = load(ead_shards, split="val", val_shards=val_shards)
-        assert sorted(r.name for r in val_loader.shards()) == names[-n_val:]
+        n = len(names)
+        spread = sorted(names[n - 1 - (k * n) // n_val] for k in range(n_val))
+        assert sorted(r.name for r in val_loader.shards()) == spread
+        assert names[-1] in spread and len(set(spread)) == n_val
         train, val = set(keys(list(train_loader))), keys(list(val_loader))
         assert not train & set(val) and train | set(val) == everything
         assert val == keys(list(load(ead_shards, split="val", val_shards=val_shards, epoch=5)))
