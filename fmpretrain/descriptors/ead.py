@@ -27,6 +27,9 @@ from fmpretrain.descriptors.base import (
     element_weights,
 )
 
+#: On CPU, chunks are also kept below this many elements so that they stay in cache.
+_CACHE_ELEMENTS = 1 << 18
+
 
 @dataclass(frozen=True)
 class EADParams(DescriptorParams):
@@ -103,23 +106,65 @@ class EAD(Descriptor):
         powers = self._powers.to(self.device)
         n_comp, n_rad = len(powers), alpha.numel() * r_s.numel()
 
-        # T[i, c, g] = Σ_j c(Z_j) · monomial_c(r_ij) · radial_g(r_ij), in bounded pair chunks.
-        tensor = torch.zeros((n, n_comp * n_rad), dtype=self.dtype, device=self.device)
-        step = max(1, self.chunk_elements // (n_comp * n_rad + n_comp + n_rad))
-        for start in range(0, len(pairs), step):
-            sl = slice(start, start + step)
+        # T[i, c, g] = Σ_j c(Z_j) · monomial_c(r_ij) · radial_g(r_ij): per centre a product
+        # [C, m] @ [m, G] over its m neighbour entries. Pairs are sorted by centre, so a range
+        # of centres owns a contiguous range of pairs; each range is padded to its widest centre
+        # (zero rows) and reduced with one bmm, its size bounded by chunk_elements.
+        tensor = torch.zeros((n, n_comp, n_rad), dtype=self.dtype, device=self.device)
+        nl = atoms.pairs
+        counts = np.bincount(nl.centers, minlength=n)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        budget = min(self.chunk_elements, _CACHE_ELEMENTS if self.device.type == "cpu" else 1 << 62)
+        rows = max(1, budget // (max(1, int(counts.max())) * (n_comp + n_rad + 8)))
+        for a in range(0, n if len(nl) else 0, rows):
+            b = min(n, a + rows)
+            p0, p1 = int(starts[a]), int(ends[b - 1])
+            if p1 == p0:
+                continue
+            m = int(counts[a:b].max())
+            sl = slice(p0, p1)
             r = pairs.distances[sl]
-            gauss = torch.exp(-alpha[None] * (r[:, None, None] - r_s[None]) ** 2)  # [P, A, R]
-            radial = (
-                gauss.reshape(len(r), n_rad)
-                * (cosine_cutoff(r, p.cutoff) * weights[pairs.neighbors[sl]])[:, None]
+            # feature-major [F, P] layouts: every elementwise op runs on contiguous rows
+            gauss = torch.exp(-alpha[:, :, None] * (r - r_s[:, :, None]) ** 2)  # [A, R, P]
+            weight = cosine_cutoff(r, p.cutoff) * weights[pairs.neighbors[sl]]
+            radial = gauss.view(n_rad, len(r)).mul_(weight)  # [G, P]
+            monomials = self._monomials(pairs.vectors[sl])  # [C, P]
+            centers = nl.centers[sl]
+            row = (centers - a) * m + (np.arange(p0, p1) - starts[centers])
+            row_t = torch.from_numpy(row).to(self.device)
+            padded_m = monomials.new_zeros((n_comp, (b - a) * m)).index_copy_(1, row_t, monomials)
+            padded_r = radial.new_zeros((n_rad, (b - a) * m)).index_copy_(1, row_t, radial)
+            torch.bmm(
+                padded_m.view(n_comp, b - a, m).transpose(0, 1),
+                padded_r.view(n_rad, b - a, m).permute(1, 2, 0),
+                out=tensor[a:b],
             )
-            monomials = torch.prod(pairs.vectors[sl][:, None, :] ** powers[None], dim=-1)  # [P, C]
-            contrib = (monomials[:, :, None] * radial[:, None, :]).reshape(len(r), -1)
-            tensor.index_add_(0, pairs.centers[sl], contrib)
 
-        tensor = tensor.reshape(n, n_comp, n_rad) ** 2
+        tensor = tensor**2
         tensor = tensor * self._tensor(self._multinomial)[None, :, None]
         density = torch.zeros((n, p.l_max + 1, n_rad), dtype=self.dtype, device=self.device)
         density.index_add_(1, self._orders.to(self.device), tensor)
         return density.reshape(n, self.dim)
+
+    def _monomials(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[C, P]``: ``x^lx y^ly z^lz`` of each pair vector for every Cartesian component."""
+        axes = vectors.T.contiguous()  # [3, P]
+        powers: list[list[torch.Tensor]] = []
+        for v in axes:
+            row = [torch.ones_like(v), v]
+            for _ in range(2, self.params.l_max + 1):
+                row.append(row[-1] * v)
+            powers.append(row)
+        out = vectors.new_empty((len(self._powers), len(vectors)))
+        for c, exps in enumerate(self._powers.tolist()):
+            factors = [powers[k][e] for k, e in enumerate(exps) if e]
+            if not factors:
+                out[c].fill_(1.0)
+            elif len(factors) == 1:
+                out[c].copy_(factors[0])
+            else:
+                torch.mul(factors[0], factors[1], out=out[c])
+                for f in factors[2:]:
+                    out[c].mul_(f)
+        return out

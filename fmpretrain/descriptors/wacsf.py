@@ -282,7 +282,9 @@ class WACSF(Descriptor):
         def cost(m: int) -> int:  # elements one centre of width m needs
             return m * (m // 2) * (n_a + n_e + 6)
 
-        budget = max(1, min(self.chunk_elements, _CACHE_ELEMENTS))
+        # on CPU chunks stay in cache; on an accelerator they are only bounded in memory
+        cache = _CACHE_ELEMENTS if self.device.type == "cpu" else self.chunk_elements
+        budget = max(1, min(self.chunk_elements, cache))
         if n * cost(m_pad) <= budget:  # one chunk, natural order
             g4 = self._angular_chunk(node_t, m_pad)
             out.copy_((g4 * scale).transpose(1, 2).reshape(n, n_e * n_a))
