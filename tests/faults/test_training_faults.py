@@ -13,7 +13,13 @@ import yaml
 
 from fmpretrain.data.loader import ShardReadError
 from fmpretrain.data.manifest import Manifest
-from fmpretrain.train.checkpoints import SUMS, UnsafeCheckpointError, checkpoint_problem, seal
+from fmpretrain.train.checkpoints import (
+    SUMS,
+    CheckpointCorruptError,
+    UnsafeCheckpointError,
+    checkpoint_problem,
+    seal,
+)
 from fmpretrain.train.config import load_pretrain_config
 from fmpretrain.train.export import export_release
 from fmpretrain.train.trainer import CHECKPOINTS, RUN_FILE, pretrain
@@ -86,6 +92,13 @@ def test_damaged_newest_checkpoint_falls_back_to_older_intact_one(
     )
     assert any("resuming from" in r.message and "step00000002" in r.message for r in caplog.records)
     assert checkpoint_problem(newest) is None  # rewritten and sealed at step 4
+
+
+def test_no_intact_checkpoint_is_one_clear_error(run_copy, tiny_shards_master):
+    for tag_dir in (run_copy / CHECKPOINTS).glob("step*"):
+        (tag_dir / SUMS).unlink()
+    with pytest.raises(CheckpointCorruptError, match=r"no intact checkpoint in .*no SHA256SUMS"):
+        pretrain(config(tiny_shards_master, run_copy, "max_steps=6"), progress=False)
 
 
 class _WritesMarker:
