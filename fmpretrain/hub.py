@@ -170,14 +170,18 @@ def load_registry(
     """
     source = _registry_source(registry)
     if source is None:
-        text = resources.files("fmpretrain").joinpath("releases.json").read_text("utf-8")
-        return parse_registry(text, "the shipped registry fmpretrain/releases.json")
+        shipped = resources.files("fmpretrain").joinpath("releases.json")
+        return parse_registry(
+            shipped.read_text("utf-8"),
+            "the shipped registry fmpretrain/releases.json",
+            base=Path(str(shipped)).parent,
+        )
     scheme = urllib.parse.urlsplit(source).scheme
     if scheme not in ("http", "https"):
         path = _local_path(source)
         if not path.is_file():
             raise HubError(f"registry {source} does not exist")
-        return parse_registry(path.read_text("utf-8"), f"registry {source}")
+        return parse_registry(path.read_text("utf-8"), f"registry {source}", base=path.parent)
 
     copy = _cache_root(cache_dir) / "registries" / f"{_sha256_text(source)[:16]}.json"
     try:
@@ -198,8 +202,15 @@ def load_registry(
     return entries
 
 
-def parse_registry(text: str, where: str = "registry") -> dict[str, RegistryEntry]:
-    """Validate a registry document: ``{"schema_version": 1, "releases": [entry, ...]}``."""
+def parse_registry(
+    text: str, where: str = "registry", *, base: Path | None = None
+) -> dict[str, RegistryEntry]:
+    """Validate a registry document: ``{"schema_version": 1, "releases": [entry, ...]}``.
+
+    In a registry read from a local file (``base``: its folder; the shipped registry too), an
+    entry's ``url`` may be a relative path (``releases/NAME.tar.gz``): it is resolved against
+    that folder into a ``file://`` URL, so a release can ship inside the package.
+    """
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
@@ -216,11 +227,18 @@ def parse_registry(text: str, where: str = "registry") -> dict[str, RegistryEntr
         )
     entries: dict[str, RegistryEntry] = {}
     for i, data in enumerate(doc["releases"]):
+        url = data.get("url") if isinstance(data, Mapping) else None
+        if base is not None and isinstance(url, str) and _is_relative_path(url):
+            data = {**data, "url": (base / url).resolve().as_uri()}
         entry = RegistryEntry.from_dict(data, f"{where}: release {i}")
         if entry.name in entries:
             raise HubError(f"{where}: release name {entry.name!r} appears twice")
         entries[entry.name] = entry
     return entries
+
+
+def _is_relative_path(url: str) -> bool:
+    return not urllib.parse.urlsplit(url).scheme and not url.startswith(("/", "\\"))
 
 
 # ------------------------------------------------------------------------------- publish

@@ -399,6 +399,24 @@ def test_bad_registries_are_rejected(tmp_path, release):
         hub.download("no-such-release")
 
 
+def test_relative_url_in_a_local_registry_resolves_beside_it(release, tmp_path):
+    """A release shipped next to its registry (as the package ships et-small-ead)."""
+    folder = tmp_path / "pkg"
+    (folder / "releases").mkdir(parents=True)
+    (folder / "releases" / "et-tiny.tar.gz").write_bytes(release[1])
+    doc = {
+        "schema_version": 1,
+        "releases": [{**release[2].to_dict(), "url": "releases/et-tiny.tar.gz"}],
+    }
+    (folder / "registry.json").write_text(json.dumps(doc))
+    entries = hub.load_registry(folder / "registry.json")
+    assert entries["et-tiny"].url == (folder / "releases" / "et-tiny.tar.gz").as_uri()
+    out = hub.load_pretrained("et-tiny", registry=folder / "registry.json", progress=False)
+    assert same_files(out, release[0])
+    with pytest.raises(hub.HubError, match="absolute"):
+        hub.parse_registry(json.dumps(doc), "a registry from a URL")  # no folder to resolve in
+
+
 def test_shipped_registry_has_only_real_releases():
     doc = json.loads(SHIPPED.read_text())
     assert doc["schema_version"] == hub.REGISTRY_SCHEMA and isinstance(doc["comment"], str)
