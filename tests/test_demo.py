@@ -22,13 +22,20 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert (out / "release" / "model.safetensors").exists()
     results = json.loads((out / "finetune" / "results.json").read_text())
     assert (out / "finetune" / "results.png").stat().st_size > 1000
-    assert "| emt_energy |" in first and "Improvement" in first
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    assert set(manifest["counts"]["sources"]) == {"carbon_24-test", "generated"}
+    assert manifest["counts"]["sources"]["carbon_24-test"]["accepted"] > 1000  # real structures
+    assert "perov_heat: test MAE" in first
+    for row in ("| pre-trained here", "| from scratch", "| GBM", "| mean predictor"):
+        assert row in first
+    [task] = results["tasks"]
+    assert task["task"] == "perov_heat" and task["gbm"] and task["mean"]
     assert list((out / "pretrain" / "wandb").glob("offline-run-*"))
     assert results["tasks"]
 
     assert main(["demo", "--out", str(out), "--quick", "--wandb", "offline"]) == 0
     second = capsys.readouterr().out
-    assert "resuming:" in second and "verified and kept" in second  # featurization
+    assert "resuming:" in second and "verified" in second  # featurization
     assert "reusing: pre-training already finished" in second
     assert "reusing: the release of checkpoint" in second
     assert "fold 0: reusing" in second
