@@ -407,8 +407,13 @@ def write_model_card(
         f"| architecture | ET ({arch}) |",
         f"| descriptor | {descriptor.get('name', 'none (trained from scratch)')} "
         f"(dim {descriptor.get('dim', '-')}, hash {descriptor.get('hash', '-')}) |",
-        f"| pre-training corpus | {data.get('path', 'n/a')} "
-        f"({data.get('n_samples', '?')} structures) |"
+        f"| pre-training corpus | {data.get('n_samples', '?')} structures"
+        + (f", {data['atoms']} atoms" if data.get("atoms") else "")
+        + "".join(
+            f"; {label}: {c.get('accepted', '?')} structures"
+            for label, c in (data.get("sources") or {}).items()
+        )
+        + " |"
         if data
         else "| pre-training corpus | n/a |",
         f"| pre-training steps | {training.get('steps', 'n/a')} |",

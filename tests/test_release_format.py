@@ -152,7 +152,7 @@ def test_finetuned_schema(tmp_path, pretrained):
 
 def test_model_card(tmp_path, pretrained):
     card = (pretrained / rf.MODEL_CARD).read_text()
-    assert "shards/ead-tiny (120 structures)" in card  # corpus
+    assert "| pre-training corpus | 120 structures" in card  # corpus
     assert "| pre-training steps | 7 |" in card
     assert "0.8125" in card  # held-out fingerprint R²
     assert "MIT" in card and "2503.01227" in card
@@ -183,3 +183,33 @@ def test_export_reads_heldout_r2_and_results(tmp_path):
     results.write_text(json.dumps({"tasks": [task]}))
     summary = export._results(results)["emt_energy"]
     assert summary["pretrained"] == 0.9 and summary["scratch"] == 1.0
+
+
+def test_export_records_the_corpus_per_source_for_the_model_card(tmp_path):
+    from fmpretrain.data.manifest import Manifest, ShardEntry
+
+    moments = {"count": 0, "mean": [0.0], "m2": [0.0]}
+    shards = [
+        ShardEntry(0, "shard-000000.tar", 3, 15, 1, 4, 10, "0" * 64, moments, "perov_5-test"),
+        ShardEntry(1, "shard-000001.tar", 2, 9, 0, 2, 10, "0" * 64, moments, "generated"),
+    ]
+    manifest = Manifest(
+        descriptor={"name": "ead"},
+        descriptor_hash="h",
+        dim=1,
+        feature_names=["f"],
+        fingerprint_dtype="float32",
+        source={},
+        chunk_size=4,
+        shards=shards,
+    )
+    manifest.save(tmp_path)
+    data = export._corpus({"path": str(tmp_path), "n_samples": 5})
+    assert data["atoms"] == 24
+    assert data["sources"]["perov_5-test"] == {
+        "inputs": 4, "accepted": 3, "rejected": 1, "atoms": 15
+    }  # fmt: skip
+    card = rf.write_model_card(tmp_path, {"kind": rf.KIND_PRETRAINED, "training": {"data": data}})
+    text = card.read_text()
+    assert "5 structures, 24 atoms; perov_5-test: 3 structures; generated: 2 structures" in text
+    assert export._corpus({"path": str(tmp_path / "gone")}) == {"path": str(tmp_path / "gone")}

@@ -140,7 +140,7 @@ def export_release(
         "training": {
             "checkpoint": tag,
             "steps": step,
-            "data": run.get("data", {}),
+            "data": _corpus(run.get("data", {})),
             **heldout_metrics(run_dir, step),
             "pretrain": run.get("pretrain", {}),
         },
@@ -156,6 +156,24 @@ def export_release(
     verify_release(out)
     logger.info("exported %s (%s) to %s", ckpt_dir / tag, config["training"], out)
     return out
+
+
+def _corpus(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's data record plus, when its shards are still there, the manifest's counts per
+    source (what the model card says the model was trained on)."""
+    from fmpretrain.data.manifest import Manifest
+
+    data = dict(data)
+    path = Path(str(data.get("path", "")))
+    if data.get("path") and (path / "manifest.json").is_file():
+        try:
+            manifest = Manifest.load(path)
+        except Exception as err:  # a damaged manifest must not block an export
+            logger.warning("not recording the corpus counts: %s", err)
+        else:
+            data["atoms"] = sum(s.n_atoms for s in manifest.shards)
+            data["sources"] = manifest.source_counts()
+    return data
 
 
 def _results(results: Mapping[str, Any] | str | Path | None) -> dict[str, Any] | None:
