@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import load_structured
+from fmpretrain.config import load_structured, named_config
 
 SOURCE_KINDS = ("generated", "files", "corpus")
 
@@ -69,7 +69,12 @@ class FeaturizeConfig:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FeaturizeConfig:
-    """Defaults <- YAML file <- ``key=value`` overrides; unknown keys and bad types are errors."""
+    """Defaults <- YAML file <- ``key=value`` overrides; unknown keys and bad types are errors.
+
+    ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
+    """
+    if path is not None:
+        path = named_config("featurize", path)
     cfg = load_structured(
         FeaturizeConfig, path, overrides, required=("out",), what="featurize configuration"
     )

@@ -381,8 +381,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from fmpretrain.extras import MissingExtraError, extra_of, missing_extra_message
+
     try:
         return int(args.func(args) or 0)
+    except MissingExtraError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = extra_of(err.name)
+        if extra is None:
+            raise
+        print(missing_extra_message(args.command, extra), file=sys.stderr)
+        return 2
     except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"fmpretrain {args.command}: error: {message}", file=sys.stderr)
@@ -394,15 +405,20 @@ def descriptor_params(config: Path | None, overrides: Sequence[str]) -> dict[str
     """Merge a YAML file and ``key=value`` overrides into plain descriptor parameters."""
     from omegaconf import OmegaConf
 
+    from fmpretrain.config import named_config
+
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ValueError(f"overrides must look like key=value, got {bad}")
-    base = OmegaConf.load(config) if config else OmegaConf.create({})
+    base = OmegaConf.load(named_config("descriptors", config)) if config else OmegaConf.create({})
     merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from fmpretrain.extras import require_extra
+
+    require_extra("demo", "all")
     from fmpretrain.demo import run_demo
 
     run_demo(
@@ -487,6 +503,9 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_featurize(args: argparse.Namespace) -> int:
+    from fmpretrain.extras import require_extra
+
+    require_extra("featurize", "ray")
     from data_pipeline.cli import run
 
     return run(args)
@@ -510,12 +529,18 @@ def cmd_shards_verify(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from fmpretrain.config import named_config
+    from fmpretrain.extras import require_extra
     from fmpretrain.train.config import load_pretrain_config
-    from fmpretrain.train.trainer import describe_validation, pretrain
 
     cfg = load_pretrain_config(args.config, args.overrides)
+    wandb = ["wandb"] if cfg.wandb.mode != "disabled" else []
+    require_extra("pretrain", "train", ["deepspeed", "webdataset", *wandb])
+    from fmpretrain.train.trainer import describe_validation, pretrain
+
     if args.deepspeed_config:
-        extra = OmegaConf.to_container(OmegaConf.load(args.deepspeed_config), resolve=True)
+        path = named_config("deepspeed", args.deepspeed_config)
+        extra = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
     result = pretrain(cfg, progress=not args.no_progress)
     import torch.distributed as torch_dist
@@ -529,6 +554,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from fmpretrain.extras import require_extra
+
+    require_extra("export", "train", ["deepspeed"])
     from fmpretrain.train.export import export_release
 
     out = export_release(args.checkpoint, args.out, results=args.results)
@@ -631,6 +659,8 @@ def _human_bytes(size: int | None, *, exact: bool = True) -> str:
 
 
 def _finetune_config(args: argparse.Namespace):
+    """The fine-tuning configuration, once the extra modules it needs are known to be there."""
+    from fmpretrain.extras import require_extra
     from fmpretrain.finetune.trainer import load_finetune_config
 
     overrides = list(args.overrides)
@@ -638,7 +668,12 @@ def _finetune_config(args: argparse.Namespace):
         overrides.append(f"data={args.data}")
         if not any(o.split("=", 1)[0] == "task" for o in overrides):
             overrides.append("task=null")  # the dataset is named after the file
-    return load_finetune_config(args.config, overrides)
+    cfg = load_finetune_config(args.config, overrides)
+    modules = ["wandb"] if cfg.wandb.mode != "disabled" else []
+    if args.command == "benchmark":
+        modules += ["matplotlib", *(["sklearn"] if cfg.baselines else [])]
+    require_extra(args.command, "train", modules)
+    return cfg
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

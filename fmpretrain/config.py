@@ -1,7 +1,14 @@
-"""Configuration loading shared by every stage: defaults in code <- YAML file <- overrides."""
+"""Configuration loading shared by every stage: defaults in code <- YAML file <- overrides.
+
+Named configurations (``model=small``, ``--config configs/featurize/demo.yaml``) resolve
+through :func:`named_config`, the one place that knows where they live: the top-level
+``configs/`` folder of the repository, shipped in the wheel as the package
+``fmpretrain.configs``.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +18,49 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
+
+#: Sub-folders of ``configs/``: one per kind of named configuration.
+CONFIG_KINDS = ("deepspeed", "descriptors", "featurize", "finetune", "model", "pretrain")
+
+
+def shipped_configs() -> Path:
+    """The folder of the configurations shipped with the package (``configs/`` in a checkout)."""
+    return Path(str(importlib.resources.files("fmpretrain.configs")))
+
+
+def available_configs(kind: str) -> list[str]:
+    """Names of the shipped configurations of ``kind`` (``model`` -> base, large, small)."""
+    return sorted(p.stem for p in (shipped_configs() / kind).glob("*.yaml"))
+
+
+def named_config(kind: str, name: str | Path) -> Path:
+    """The YAML file a configuration argument of ``kind`` (a :data:`CONFIG_KINDS` entry) names.
+
+    In order: ``name`` as a path to an existing file; for a bare name (``small``),
+    ``configs/<kind>/<name>.yaml`` under the working directory, then the shipped one; for a
+    relative path under ``configs/`` (``configs/featurize/demo.yaml``) that does not exist here,
+    the shipped file at that place, so the documented paths work outside the checkout.
+    """
+    if kind not in CONFIG_KINDS:
+        raise ValueError(f"unknown config kind {kind!r}; choose from {list(CONFIG_KINDS)}")
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidates = [path]
+    if len(path.parts) == 1 and not path.suffix:
+        candidates += [
+            Path("configs") / kind / f"{path}.yaml",
+            shipped_configs() / kind / f"{path}.yaml",
+        ]
+    elif not path.is_absolute() and len(path.parts) > 1 and path.parts[0] == "configs":
+        candidates.append(shipped_configs().joinpath(*path.parts[1:]))
+    for candidate in candidates[1:]:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no {kind} config {str(name)!r}: looked for {[str(c) for c in candidates]}; "
+        f"shipped {kind} configs: {available_configs(kind)}"
+    )
 
 
 def load_structured(

@@ -33,7 +33,7 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from fmpretrain.config import load_structured
+from fmpretrain.config import load_structured, named_config
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import TASK_TYPES, batches
 from fmpretrain.finetune.release import Release
@@ -55,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOSSES = ("l1", "mse", "smooth_l1")
 SCHEDULERS = ("plateau", "cosine", "none")
 
@@ -126,7 +125,12 @@ class FinetuneConfig:
 
 
 def load_finetune_config(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneConfig:
-    """Defaults <- YAML <- ``key=value`` overrides, checked; bad keys/values are clear errors."""
+    """Defaults <- YAML <- ``key=value`` overrides, checked; bad keys/values are clear errors.
+
+    ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
+    """
+    if path is not None:
+        path = named_config("finetune", path)
     cfg = load_structured(
         FinetuneConfig, path, overrides, required=("out",), what="finetune configuration"
     )
@@ -177,17 +181,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_model_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """``name`` as a path, else ``configs/model/<name>.yaml`` (here or in the repository)."""
-    candidates = [
-        Path(name),
-        Path("configs") / "model" / f"{name}.yaml",
-        REPO_CONFIGS / "model" / f"{name}.yaml",
-    ]
-    for path in candidates:
-        if path.is_file():
-            base = ModelConfig.from_yaml(path).to_dict()
-            return ModelConfig.from_dict({**base, **(overrides or {})})
-    raise FileNotFoundError(f"no model config {name!r}: looked for {[str(c) for c in candidates]}")
+    """``name`` as a path, else ``configs/model/<name>.yaml`` (:meth:`ModelConfig.from_name`)."""
+    return ModelConfig.from_name(name, overrides)
 
 
 # ============================================================================ targets

@@ -94,6 +94,15 @@ class ModelConfig:
             raise ValueError(f"{path}: expected a mapping of model parameters")
         return cls.from_dict(values)
 
+    @classmethod
+    def from_name(cls, name: str | Path, overrides: dict[str, Any] | None = None) -> ModelConfig:
+        """A named model config (``small`` -> ``configs/model/small.yaml``, see
+        :func:`fmpretrain.config.named_config`) or a YAML path, with ``overrides`` on top."""
+        from fmpretrain.config import named_config
+
+        base = cls.from_yaml(named_config("model", name)).to_dict()
+        return cls.from_dict({**base, **(overrides or {})})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

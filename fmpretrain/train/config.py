@@ -10,10 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import load_structured
-
-#: Where named configs (``model=small``) are looked up, after the path itself.
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from fmpretrain.config import load_structured, named_config
 
 
 @dataclass
@@ -88,7 +85,12 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ()) -> PretrainConfig:
-    """Merge and check; unknown keys, bad types and bad values are clear errors."""
+    """Merge and check; unknown keys, bad types and bad values are clear errors.
+
+    ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
+    """
+    if path is not None:
+        path = named_config("pretrain", path)
     cfg = load_structured(
         PretrainConfig, path, overrides, required=("data", "out"), what="pretrain configuration"
     )
@@ -112,16 +114,3 @@ def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ())
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{key}={value} in the pretrain configuration: must be finite and > 0")
     return cfg
-
-
-def resolve_named_config(kind: str, name: str) -> Path:
-    """``name`` as a path, else ``configs/<kind>/<name>.yaml`` here or in the repository."""
-    candidates = [
-        Path(name),
-        Path("configs") / kind / f"{name}.yaml",
-        REPO_CONFIGS / kind / f"{name}.yaml",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no {kind} config {name!r}: looked for {[str(c) for c in candidates]}")

@@ -36,7 +36,7 @@ from fmpretrain.train.checkpoints import (
     select_checkpoint,
     unseal,
 )
-from fmpretrain.train.config import PretrainConfig, resolve_named_config
+from fmpretrain.train.config import PretrainConfig
 from fmpretrain.train.distributed import DistInfo, init_distributed
 from fmpretrain.train.logging import RunLogger
 from fmpretrain.train.metrics import ChannelMetrics
@@ -191,13 +191,9 @@ def _write_status(result: PretrainResult) -> None:
 
 def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
     """``configs/model/<name>.yaml`` (or a path) with ``overrides`` on top."""
-    from omegaconf import OmegaConf
-
     from fmpretrain.models import ModelConfig
 
-    path = resolve_named_config("model", name)
-    values = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
-    return ModelConfig.from_dict({**values, **overrides})  # type: ignore[dict-item]
+    return ModelConfig.from_name(name, overrides)
 
 
 def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
