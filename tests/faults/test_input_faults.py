@@ -4,7 +4,6 @@ with one clear line."""
 from __future__ import annotations
 
 import resource
-import time
 
 import numpy as np
 import pytest
@@ -25,14 +24,13 @@ def rss_gib() -> float:
 
 def test_cutoff_60_on_two_atom_cell_fails_fast_without_allocating():
     assert len(SI2) == 2
-    before, start = rss_gib(), time.perf_counter()
+    before = rss_gib()  # refused before any allocation (no timing: the machine may be busy)
     with pytest.raises(ValueError, match=r"ead: cutoff must be .*at most 15\.0 Å.*60"):
         get_descriptor("ead", cutoff=60.0)(SI2)
     with pytest.raises(ValueError, match=r"ModelConfig\.cutoff .*at most 15\.0 Å.*60"):
         ModelConfig(cutoff=60.0)
     with pytest.raises(ValueError, match=r"cutoff must be .*at most 15\.0 Å.*60"):
         neighbor_list(SI2.positions, SI2.cell, True, 60.0)
-    assert time.perf_counter() - start < 2.0
     assert rss_gib() - before < 0.25
 
 
