@@ -1,7 +1,8 @@
 """The featurization job: Ray actors turn source chunks into shards; the driver keeps the books.
 
 Resumable by construction: every finished shard has a record under ``parts/``; a re-run with
-the same configuration verifies those shards and featurizes only the missing chunks. The driver
+the same configuration verifies those shards, keeps those whose recorded inputs the source
+still yields (see :mod:`data_pipeline.inputs`) and featurizes the rest. The driver
 may die at any moment without losing finished work.
 """
 
@@ -13,13 +14,24 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_pipeline.config import FeaturizeConfig, source_record
+from data_pipeline.inputs import (
+    FileIdentities,
+    changed_fields,
+    comparable,
+    config_hash,
+    describe_change,
+    file_changes,
+    recorded_files,
+    sample_config,
+)
 from data_pipeline.sources import Chunk, count_chunks, count_inputs, iter_chunks
-from data_pipeline.worker import PARTS_DIR, ChunkFeaturizer, shard_name
+from data_pipeline.worker import PARTS_DIR, ChunkFeaturizer, part_path, shard_name
 from fmpretrain.data.format import sha256_file
 from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, software_versions
 
@@ -43,12 +55,18 @@ class FeaturizeResult:
 
 
 def run_featurize(cfg: FeaturizeConfig, *, progress: bool = True) -> FeaturizeResult:
-    """Featurize the configured source into ``cfg.out``, resuming what is already there."""
+    """Featurize the configured source into ``cfg.out``, resuming what is already there.
+
+    A finished chunk is kept only when its record was made with the same configuration hash
+    and the source yields the same inputs for it now (file identities, entry ranges, content
+    hashes); other chunks are redone, chunks beyond the source's new end removed.
+    """
     from fmpretrain.descriptors import get_descriptor
 
     start_time = time.perf_counter()
     out = Path(cfg.out)
     descriptor = get_descriptor(cfg.descriptor, **cfg.descriptor_params)
+    config = sample_config(cfg, descriptor.hash)
     manifest = Manifest(
         descriptor=descriptor.config(),
         descriptor_hash=descriptor.hash,
@@ -59,51 +77,128 @@ def run_featurize(cfg: FeaturizeConfig, *, progress: bool = True) -> FeaturizeRe
         chunk_size=cfg.chunk_size,
         n_chunks=count_chunks(cfg),
         versions=software_versions(),
+        config=config,
+        config_hash=config_hash(config),
     )
-    _prepare_output(out, manifest, overwrite=cfg.overwrite)
-    done = _finished_shards(out, manifest.descriptor_hash)
+    old = _prepare_output(out, manifest, overwrite=cfg.overwrite)
+    done = _finished_shards(out, manifest.config_hash)
+    if old is not None and old.inputs is not None:
+        old_files = {i["path"]: i["sha256"] for i in old.inputs}
+    else:
+        old_files = recorded_files(list(done.values()))
     reused = len(done)
     manifest.shards = [ShardEntry(**r["entry"]) for r in done.values()]
     manifest.save(out)
     if reused:
-        log.info("resuming: %d finished shard(s) verified and kept in %s", reused, out)
-        print(f"resuming: {reused} finished shard(s) in {out} verified and kept")
+        log.info("resuming: %d finished shard(s) verified in %s", reused, out)
+        print(f"resuming: {reused} finished shard(s) in {out} verified; checking their inputs")
 
-    chunks = iter_chunks(cfg, skip=set(done))
-    new = _run_chunks(cfg, chunks, done, manifest, out, progress=progress)
+    identities = FileIdentities()
+    resume = _Resume(out, done)
+    new = _run_chunks(
+        cfg,
+        resume.chunks(iter_chunks(cfg, identities=identities)),
+        done,
+        manifest,
+        out,
+        progress=progress,
+    )
 
+    resume.drop_beyond(resume.n_chunks)
+    changes = file_changes(
+        old_files,
+        {path: i["sha256"] for path, i in identities.seen.items()},
+        old_complete=old is not None and old.complete,
+    )
+    if reused and changes:
+        log.warning(
+            "inputs changed since the last run (%d chunk(s) redone, %d removed): %s",
+            len(resume.redone),
+            len(resume.removed),
+            "; ".join(changes),
+        )
     manifest.shards = [ShardEntry(**r["entry"]) for r in done.values()]
-    if manifest.n_chunks is None:
-        manifest.n_chunks = len(done)
+    manifest.n_chunks = resume.n_chunks
+    manifest.inputs = list(identities.seen.values())
     manifest.complete = len(done) == manifest.n_chunks
     _write_rejects(out, done)
     manifest.save(out)
+    reused = reused - len(resume.redone) - len(resume.removed)
     return FeaturizeResult(out, manifest, reused, new, time.perf_counter() - start_time)
 
 
-def _prepare_output(out: Path, manifest: Manifest, *, overwrite: bool) -> None:
+class _Resume:
+    """Passes on the chunks to featurize: a finished chunk whose recorded input signature is
+    the one the source yields now is kept (not passed on); one whose inputs differ is
+    discarded and passed on to be redone."""
+
+    def __init__(self, out: Path, done: dict[int, dict[str, Any]]) -> None:
+        self.out, self.done = out, done
+        self.n_chunks = 0
+        self.redone: list[int] = []
+        self.removed: list[int] = []
+
+    def chunks(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        for chunk in chunks:
+            self.n_chunks = chunk.index + 1
+            record = self.done.get(chunk.index)
+            if record is not None:
+                if comparable(record.get("inputs")) == comparable(chunk.inputs):
+                    continue
+                log.info(
+                    "redoing chunk %d: its inputs changed since it was featurized", chunk.index
+                )
+                self._discard(chunk.index)
+                self.redone.append(chunk.index)
+            yield chunk
+
+    def drop_beyond(self, n_chunks: int) -> None:
+        """Remove the finished chunks at or beyond ``n_chunks`` (the source's new end)."""
+        for index in sorted(i for i in self.done if i >= n_chunks):
+            log.info("removing chunk %d: the inputs now end before it", index)
+            self._discard(index)
+            self.removed.append(index)
+
+    def _discard(self, index: int) -> None:
+        del self.done[index]
+        part_path(self.out, index).unlink(missing_ok=True)  # the record first: see worker.py
+        (self.out / shard_name(index)).unlink(missing_ok=True)
+
+
+def _prepare_output(out: Path, manifest: Manifest, *, overwrite: bool) -> Manifest | None:
+    """Refuse (or with ``overwrite`` discard) an output made with another configuration;
+    return the manifest found there, if any."""
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST_NAME).exists():
-        return
+        return None
     old = Manifest.load(out)
-    differences = [
-        what
-        for what, a, b in (
-            ("descriptor", old.descriptor_hash, manifest.descriptor_hash),
-            ("source", old.source, manifest.source),
-            ("chunk_size", old.chunk_size, manifest.chunk_size),
-            ("fingerprint_dtype", old.fingerprint_dtype, manifest.fingerprint_dtype),
-        )
-        if a != b
-    ]
+    assert manifest.config is not None
+    if old.config is not None:
+        differences = changed_fields(old.config, manifest.config)
+        described = [describe_change(old.config, manifest.config, d) for d in differences]
+    else:  # written before the configuration hash: compare what it recorded
+        differences = described = [
+            what
+            for what, a, b in (
+                ("descriptor", old.descriptor_hash, manifest.descriptor_hash),
+                ("source", old.source, manifest.source),
+                ("chunk_size", old.chunk_size, manifest.chunk_size),
+                ("fingerprint_dtype", old.fingerprint_dtype, manifest.fingerprint_dtype),
+            )
+            if a != b
+        ]
     if not differences:
-        return
+        return old
     if not overwrite:
+        what = ""
+        if "descriptor" in differences:
+            what = (
+                f" (descriptor {old.descriptor['name']} hash {old.descriptor_hash}, now "
+                f"{manifest.descriptor['name']} hash {manifest.descriptor_hash})"
+            )
         raise ConfigMismatchError(
-            f"{out} holds shards made with a different {', '.join(differences)} "
-            f"(descriptor {old.descriptor['name']} hash {old.descriptor_hash}, now "
-            f"{manifest.descriptor['name']} hash {manifest.descriptor_hash}); choose another "
-            "out=DIR, or pass overwrite=true (--overwrite) to discard them"
+            f"{out} holds shards made with a different {', '.join(described)}{what}; choose "
+            "another out=DIR, or pass overwrite=true (--overwrite) to discard them"
         )
     log.warning("overwrite: discarding the shards in %s (%s changed)", out, differences)
     for path in out.glob("shard-*.tar*"):
@@ -111,30 +206,36 @@ def _prepare_output(out: Path, manifest: Manifest, *, overwrite: bool) -> None:
     shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
     for name in (MANIFEST_NAME, REJECTS_NAME):
         (out / name).unlink(missing_ok=True)
+    return None
 
 
-def _finished_shards(out: Path, descriptor_hash: str) -> dict[int, dict[str, Any]]:
-    """Records of shards that are complete and match their record byte for byte."""
+def _finished_shards(out: Path, config_hash: str | None) -> dict[int, dict[str, Any]]:
+    """Records of shards that are complete, match their record byte for byte and were made
+    with configuration ``config_hash`` (whether their inputs still match is checked later)."""
     done: dict[int, dict[str, Any]] = {}
     for tmp in [*out.glob("shard-*.tar.*.tmp"), *(out / PARTS_DIR).glob("*.tmp")]:
         tmp.unlink(missing_ok=True)  # a write interrupted by a crash
     for path in sorted((out / PARTS_DIR).glob("shard-*.json")):
+        why = "its shard is missing or does not match"
         try:
             record = json.loads(path.read_text())
             entry = record["entry"]
             shard = out / entry["name"]
-            ok = (
-                record["descriptor_hash"] == descriptor_hash
-                and shard.exists()
-                and shard.stat().st_size == entry["bytes"]
-                and sha256_file(shard) == entry["sha256"]
-            )
+            if record.get("config_hash") != config_hash or "inputs" not in record:
+                why = "it was made with another configuration (or records no inputs)"
+                ok = False
+            else:
+                ok = (
+                    shard.exists()
+                    and shard.stat().st_size == entry["bytes"]
+                    and sha256_file(shard) == entry["sha256"]
+                )
         except (json.JSONDecodeError, KeyError, OSError):
             ok = False
         if ok:
             done[int(entry["index"])] = record
         else:
-            log.warning("redoing %s: its shard is missing or does not match", path.name)
+            log.warning("redoing %s: %s", path.name, why)
             path.unlink()
     return done
 

@@ -1,7 +1,8 @@
 """Turn one chunk into one shard: validate, fingerprint, write, record (a Ray actor's job).
 
-The shard and its record (``parts/shard-NNNNNN.json``: counts, size, sha256, moments and the
-rejects with their reasons) are each written under a temporary name and renamed, the record
+The shard and its record (``parts/shard-NNNNNN.json``: counts, size, sha256, moments, the
+rejects with their reasons, the configuration hash and the chunk's input signature, see
+:mod:`data_pipeline.inputs`) are each written under a temporary name and renamed, the record
 last, so a record on disk always describes a complete shard.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from data_pipeline.config import FeaturizeConfig
+from data_pipeline.inputs import config_hash, sample_config
 from data_pipeline.sources import Chunk, ReadFailure, generate_inputs
 from fmpretrain.data.format import Sample, write_shard
 from fmpretrain.data.manifest import ShardEntry
@@ -55,6 +57,7 @@ class ChunkFeaturizer:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.descriptor = get_descriptor(cfg.descriptor, **cfg.descriptor_params)
+        self.config_hash = config_hash(sample_config(cfg, self.descriptor.hash))
 
     def run(self, chunk: Chunk) -> dict[str, Any]:
         """Featurize ``chunk`` into its shard; return the shard record (also written to disk)."""
@@ -96,6 +99,8 @@ class ChunkFeaturizer:
         record = {
             "entry": asdict(entry),
             "descriptor_hash": self.descriptor.hash,
+            "config_hash": self.config_hash,
+            "inputs": chunk.inputs,
             "rejects": rejects,
         }
         path = part_path(self.out, chunk.index)

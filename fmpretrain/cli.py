@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also recompute each shard's per-feature statistics and compare them with the "
         "manifest's",
     )
+    verify.add_argument(
+        "--inputs",
+        action="store_true",
+        help="also check that the input files recorded in the manifest are unchanged on disk "
+        "(reports files replaced, removed or added)",
+    )
     verify.set_defaults(func=cmd_shards_verify)
 
     pre = sub.add_parser(
@@ -515,7 +521,9 @@ def cmd_shards_verify(args: argparse.Namespace) -> int:
     from fmpretrain.data.manifest import Manifest, verify_shards
 
     manifest = Manifest.load(args.dir, check=False)  # verify_shards reports a bad checksum
-    problems = verify_shards(args.dir, decode=not args.no_decode, deep=args.deep)
+    problems = verify_shards(
+        args.dir, decode=not args.no_decode, deep=args.deep, inputs=args.inputs
+    )
     for problem in problems:
         print(f"PROBLEM {problem}")
     status = "FAILED" if problems else "OK"

@@ -9,6 +9,11 @@ canonical JSON), written by :meth:`Manifest.save` and checked by :meth:`Manifest
 manifest edited by hand (a shard removed from the list, statistics changed) is refused with
 :class:`ManifestModifiedError`. :func:`verify_shards` reports it instead, with the shards on
 disk that the manifest does not list and, with ``deep``, statistics recomputed from the shards.
+
+A manifest written by the featurization job also records the configuration that shapes the
+samples (``config`` and its ``config_hash``) and the identity of every input file it read
+(``inputs``: path, size, mtime_ns, sha256); :func:`verify_inputs` compares those with the files
+on disk.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Manifest:
     complete: bool = False
     format_version: int = FORMAT_VERSION
     versions: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # every setting that changes samples
+    config_hash: str | None = None  # sha256 of ``config`` (canonical JSON)
+    inputs: list[dict[str, Any]] | None = None  # identities of the input files read, in order
 
     # ------------------------------------------------------------------ derived
     @property
@@ -180,6 +188,56 @@ def unlisted_shards(root: str | Path, manifest: Manifest) -> list[str]:
     return sorted(p.name for p in Path(root).glob("*.tar") if p.name not in listed)
 
 
+def input_identity(path: str | Path) -> dict[str, Any]:
+    """What identifies an input file: absolute path, size, mtime_ns and sha256 of its bytes."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return {
+        "path": str(resolved),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256_file(resolved),
+    }
+
+
+def verify_inputs(manifest: Manifest) -> list[str]:
+    """Input files that changed since ``manifest`` was written: content replaced, removed (or
+    not reachable from here) and, for file sources whose paths still resolve, files added."""
+    if manifest.inputs is None:
+        return ["the manifest records no inputs (written by an older version): re-featurize"]
+    problems = []
+    recorded = {i["path"]: i for i in manifest.inputs}
+    for path, old in recorded.items():
+        if not Path(path).is_file():
+            problems.append(f"input {path}: removed (or not reachable from here)")
+            continue
+        now = input_identity(path)
+        if now["sha256"] != old["sha256"]:
+            problems.append(
+                f"input {path}: content replaced since featurization (sha256 "
+                f"{old['sha256'][:12]}… now {now['sha256'][:12]}…)"
+            )
+    for path in _source_files(manifest):
+        if path not in recorded:
+            problems.append(f"input {path}: added since featurization (not in the shards)")
+    return problems
+
+
+def _source_files(manifest: Manifest) -> list[str]:
+    """The files that the manifest's file sources expand to now (those reachable from here)."""
+    from fmpretrain.io import iter_structure_files
+
+    found: list[str] = []
+    for src in manifest.source.get("sources", []):
+        if src.get("kind") != "files":
+            continue
+        try:
+            found += [str(p.resolve()) for p in iter_structure_files(src.get("paths", []))]
+        except (FileNotFoundError, OSError):
+            continue  # not reachable from here: only recorded files are checked
+    return found
+
+
 def software_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -192,14 +250,17 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def verify_shards(root: str | Path, *, decode: bool = True, deep: bool = False) -> list[str]:
+def verify_shards(
+    root: str | Path, *, decode: bool = True, deep: bool = False, inputs: bool = False
+) -> list[str]:
     """Check every shard of ``root`` against its manifest; return the problems found.
 
     Checks the manifest's own checksum, shard files it does not list, presence, size and
     sha256 of each shard and, with ``decode``, that it decodes into exactly the recorded number
     of well-formed samples with the manifest's feature dimension and finite fingerprints.
     ``deep`` (implies ``decode``) also recomputes each shard's per-feature statistics (count,
-    mean, std, min, max) and compares them with the manifest's.
+    mean, std, min, max) and compares them with the manifest's. ``inputs`` also checks the
+    recorded input files against the files on disk (:func:`verify_inputs`).
     """
     root = Path(root)
     manifest = Manifest.load(root, check=False)
@@ -233,6 +294,8 @@ def verify_shards(root: str | Path, *, decode: bool = True, deep: bool = False) 
             continue
         if decode or deep:
             problems.extend(_check_samples(path, shard, manifest.dim, deep=deep))
+    if inputs:
+        problems.extend(verify_inputs(manifest))
     return problems
 
 
