@@ -17,8 +17,10 @@ never loaded whole for the large layouts), then a second pass streams the entrie
 
 from __future__ import annotations
 
+import io
 import json
 import lzma
+import re
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -92,16 +94,74 @@ def _bad_json(path: Path, err: Exception, index: int | None) -> StructureReadErr
     return StructureReadError(path, reason, index=index)
 
 
-def _items(path: Path, prefix: str) -> Iterator[Any]:
-    """The values at ``prefix`` (``"item"``, ``"data.item"``...), parsed one at a time."""
+# Python's json module writes NaN, Infinity and -Infinity, which JSON does not allow and ijson
+# refuses. A file that holds them is re-read (whole, from where streaming stopped) with each such
+# literal outside strings swapped for a sentinel string, turned back into a float afterwards.
+_LITERALS = re.compile(rb'"(?:[^"\\]|\\.)*"|-?Infinity|NaN')
+_SENTINEL = "\x00fmpretrain-float:"
+
+
+def _lenient_stream(path: Path) -> io.BytesIO | None:
+    """The file with its non-JSON float literals quoted as sentinels, or None if it has none."""
+    with open_binary(path) as f:
+        raw = f.read()
+    found = False
+
+    def swap(match: re.Match[bytes]) -> bytes:
+        nonlocal found
+        token = match.group(0)
+        if token.startswith(b'"'):
+            return token
+        found = True
+        return json.dumps(_SENTINEL + token.decode()).encode()
+
+    text = _LITERALS.sub(swap, raw)
+    return io.BytesIO(text) if found else None
+
+
+def _restore(value: Any) -> Any:
+    """Sentinel strings back to ``nan`` / ``inf`` / ``-inf`` floats, recursively."""
+    if isinstance(value, str) and value.startswith(_SENTINEL):
+        return float(value[len(_SENTINEL) :])
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def _stream(path: Path, parse: Any) -> Iterator[Any]:
+    """``parse(binary file)``'s values; on a JSON error, once more from a lenient copy of the
+    file (skipping the values already yielded) when the error came from NaN/Infinity."""
     count = 0
     try:
         with open_binary(path) as f:
-            for item in ijson.items(f, prefix, use_float=True):
-                yield item
+            for value in parse(f):
+                yield value
                 count += 1
+        return
     except (ijson.JSONError, *_READ_ERRORS) as err:
+        try:
+            lenient = _lenient_stream(path) if isinstance(err, ijson.JSONError) else None
+        except _READ_ERRORS:
+            lenient = None
+        if lenient is None:
+            raise _bad_json(path, err, count) from err
+    skip = count
+    try:
+        for value in parse(lenient):
+            if skip:
+                skip -= 1
+                continue
+            yield _restore(value)
+            count += 1
+    except ijson.JSONError as err:
         raise _bad_json(path, err, count) from err
+
+
+def _items(path: Path, prefix: str) -> Iterator[Any]:
+    """The values at ``prefix`` (``"item"``, ``"data.item"``...), parsed one at a time."""
+    yield from _stream(path, lambda f: ijson.items(f, prefix, use_float=True))
 
 
 def _first(path: Path, prefix: str) -> Any:
@@ -115,14 +175,7 @@ def _first(path: Path, prefix: str) -> Any:
 
 def _kvitems(path: Path) -> Iterator[tuple[str, Any]]:
     """The top-level ``(key, value)`` pairs, one value built at a time."""
-    count = 0
-    try:
-        with open_binary(path) as f:
-            for key, value in ijson.kvitems(f, "", use_float=True):
-                yield key, value
-                count += 1
-    except (ijson.JSONError, *_READ_ERRORS) as err:
-        raise _bad_json(path, err, count) from err
+    yield from _stream(path, lambda f: ijson.kvitems(f, "", use_float=True))
 
 
 def _sniff(path: Path) -> str:
@@ -131,7 +184,15 @@ def _sniff(path: Path) -> str:
         with open_binary(path) as f:
             return _sniff_events(ijson.parse(f, use_float=True))
     except (ijson.JSONError, *_READ_ERRORS) as err:
-        raise _bad_json(path, err, None) from err
+        lenient = _lenient_stream(path) if isinstance(err, ijson.JSONError) else None
+        if lenient is None:
+            raise _bad_json(path, err, None) from err
+        try:
+            return _sniff_events(ijson.parse(lenient, use_float=True))
+        except ijson.JSONError as again:
+            raise _bad_json(path, again, None) from again
+        except StopIteration:
+            return "whole"
     except StopIteration:
         return "whole"
 

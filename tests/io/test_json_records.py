@@ -195,3 +195,20 @@ def test_unopenable_file_is_one_fatal_failure_in_collect_mode(tmp_path):
     assert failure.id == str(path) and "cannot read" in failure.reason
     (missing,) = read_structures(tmp_path / "missing.json", errors="collect")
     assert missing.reason == "no such file"
+
+
+def test_nan_and_infinity_literals_python_writes_are_read(tmp_path):
+    """json.dumps writes NaN/Infinity (not JSON); the stream falls back to a lenient reread and
+    keeps the entries before the literal, the literal's value, and "NaN" inside strings."""
+    import math
+
+    records = [
+        {"material_id": f"m{i}", "structure": pmg_nacl(), "e": v, "note": "NaN"}
+        for i, v in enumerate([1.0, float("nan"), float("inf"), -float("inf")])
+    ]
+    path = tmp_path / "with_nan.json"
+    path.write_text(json.dumps(records))
+    out = list(read_structures(path))
+    assert [s.id for s in out] == ["m0", "m1", "m2", "m3"]
+    assert out[0].properties["e"] == 1.0 and math.isnan(out[1].properties["e"])
+    assert out[2].properties["e"] == math.inf and out[3].properties["e"] == -math.inf
