@@ -10,6 +10,8 @@
 set -u
 cd "$(dirname "$0")/.."
 [ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ] && . .venv/bin/activate
+# the checkout itself is importable, installed or not (a bare GPU machine with torch & co.)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 DEST="${OUT:-runs}"
 WORK="${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}"
@@ -17,7 +19,7 @@ SECTIONS="$WORK/sections"
 DEVICE="${DEVICE:-cuda}"
 QUICK="${QUICK:-0}"
 mkdir -p "$DEST" "$SECTIONS"
-PY=python
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 CHECK="$PY benchmarks/gpu_check.py"
 START=$(date +%s)
 BUDGET="${GPU_CHECK_BUDGET:-450}"  # seconds for all sections (the whole script stays under 8 min)
@@ -86,9 +88,9 @@ done
 
 # 5. DeepSpeed on NCCL, one process: featurize a few shards, pre-train a few steps (bf16 auto)
 RUN="$WORK/pretrain"
-section featurize 50 fmpretrain featurize --config configs/featurize/demo.yaml descriptor=ead \
+section featurize 50 $PY -m fmpretrain.cli featurize --config configs/featurize/demo.yaml descriptor=ead \
     source.n=$N_FEAT source.max_atoms=32 chunk_size=50 workers=2 out="$WORK/shards"
-section pretrain 80 fmpretrain pretrain --config configs/pretrain/demo.yaml --no-progress \
+section pretrain 80 $PY -m fmpretrain.cli pretrain --config configs/pretrain/demo.yaml --no-progress \
     data="$WORK/shards" out="$RUN" max_steps=$STEPS log_every=5 eval_every=1000 \
     checkpoint_every=1000 max_atoms_per_batch=2048 wandb.mode=disabled
 PRETRAIN_RC=$RC
