@@ -8,8 +8,9 @@
 >>> tuned.predict(atoms)              # in the target's units (e.g. eV/atom)
 
 Sources (:func:`resolve_release`): a release directory, a registry name or an archive URL
-(through :func:`fmpretrain.hub.load_pretrained`: downloaded, verified, cached) and, later,
-``hf://org/repo`` (:func:`resolve_hf`). Every release is checked by THE verifier
+(through :func:`fmpretrain.hub.load_pretrained`: downloaded, verified, cached) and
+``hf://org/repo[@revision][/subfolder]`` on the Hugging Face Hub (:func:`resolve_hf`, through
+:mod:`fmpretrain.hf`). Every release is checked by THE verifier
 (:func:`fmpretrain.release_format.verify_release`) and its weights are read with safetensors
 only: nothing is ever unpickled.
 
@@ -51,16 +52,16 @@ DEFAULT_MAX_ATOMS = 2048
 
 # ============================================================================ sources
 def resolve_hf(source: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """EXTENSION POINT: the local release directory of an ``hf://org/repo[@revision]`` source.
+    """The verified local directory of an ``hf://org/repo[@revision][/subfolder]`` release.
 
-    Not implemented yet: fetch the repository's release files into the cache and return the
-    directory; :func:`resolve_release` verifies it afterwards like any other release.
+    The release files are fetched with ``huggingface_hub`` into its cache (``cache_dir``, else
+    ``HF_HUB_CACHE``, else ``$HF_HOME/hub``) and checked against the release's own
+    ``SHA256SUMS`` (:func:`fmpretrain.hf.download`); ``HF_ENDPOINT``, ``HF_TOKEN`` and
+    ``HF_HUB_OFFLINE`` are honoured.
     """
-    raise ReleaseError(
-        source,
-        "hf:// sources are not supported by this version of fmpretrain yet; download the "
-        "release files and pass their directory",
-    )
+    from fmpretrain.hf import download
+
+    return download(source, cache_dir=cache_dir)
 
 
 def resolve_release(
@@ -97,7 +98,8 @@ def load(
     """Load a release (pre-trained or fine-tuned) as a :class:`Model` ready for inference.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: CUDA if available). ``max_atoms``:
-    atom budget of one inference batch.
+    atom budget of one inference batch. ``cache_dir``: the download cache (for ``hf://``
+    sources, the Hugging Face cache directory).
     """
     path = resolve_release(source, registry=registry, cache_dir=cache_dir)
     return Model.from_release(path, device=device, max_atoms=max_atoms)

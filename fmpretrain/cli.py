@@ -23,8 +23,8 @@ Commands:
   export        turn a pre-training checkpoint into a release (safetensors + config + sha256)
   finetune      fine-tune a release (and a from-scratch baseline) on a labelled task
   benchmark     MatBench-style 5-fold benchmark: pre-trained vs scratch, results table + plot
-  publish       pack a release into one .tar.gz and print its registry entry
-  download      download, verify and cache a release by registry name or URL
+  publish       pack a release into one .tar.gz (or upload it: --to hf://org/repo)
+  download      download, verify and cache a release by name, URL or hf://org/repo
   corpora       list the public structure corpora, download one (verified, cached)
   predict       predict a fine-tuned model's property for structure files (CSV)
   embed         backbone embeddings of structure files (.npz)
@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
             "RELEASE_DIR.tar.gz, deterministically (sorted members, zero mtimes), and print the "
             "registry entry (JSON: name, url, sha256, size, descriptor, model, format_version). "
             "Upload the archive anywhere, put the entry in a registry file and point "
-            "FMPRETRAIN_REGISTRY at it; see docs/hub.md."
+            "FMPRETRAIN_REGISTRY at it. With --to hf://ORG/REPO[@BRANCH][/DIR], upload the "
+            "verified files to the Hugging Face Hub instead (token: HF_TOKEN or `hf auth "
+            "login`) and print the address pinned to the new commit; see docs/hub.md."
         ),
     )
     pub.add_argument("release", type=Path, metavar="RELEASE_DIR", help="release directory")
@@ -277,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pub.add_argument("--name", help="release name (default: the directory name)")
     pub.add_argument("--out", type=Path, help="archive to write (default: RELEASE_DIR.tar.gz)")
+    pub.add_argument(
+        "--to",
+        metavar="hf://ORG/REPO",
+        help="upload to this Hugging Face Hub repository (created if needed) instead of packing",
+    )
+    pub.add_argument(
+        "--private", action="store_true", help="with --to: create the repository private"
+    )
     pub.set_defaults(func=cmd_publish)
 
     dl = sub.add_parser(
@@ -287,10 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
             "else $XDG_CACHE_HOME/fmpretrain or ~/.cache/fmpretrain), resuming an interrupted "
             "download, check its sha256, extract it and check SHA256SUMS. A cached release is "
             "used without network access. Prints the release directory. A URL that is not in "
-            "the registry needs --sha256."
+            "the registry needs --sha256. An hf://ORG/REPO[@REVISION][/DIR] address is fetched "
+            "with huggingface_hub into its cache (HF_HOME) and checked against SHA256SUMS."
         ),
     )
-    dl.add_argument("source", nargs="?", metavar="NAME|URL", help="release name or archive URL")
+    dl.add_argument(
+        "source",
+        nargs="?",
+        metavar="NAME|URL|hf://ORG/REPO",
+        help="release name, archive URL or Hugging Face Hub address",
+    )
     dl.add_argument("--sha256", metavar="HEX", help="sha256 of the archive (needed for a URL)")
     dl.add_argument(
         "--registry",
@@ -575,6 +591,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from fmpretrain.hub import HubError, publish
 
+    if args.to is not None:
+        return _publish_hf(args)
+    if args.private:
+        print("fmpretrain publish: error: --private needs --to hf://ORG/REPO", file=sys.stderr)
+        return 2
     try:
         archive, entry = publish(args.release, url=args.url, name=args.name, out=args.out)
     except HubError as err:
@@ -587,6 +608,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
             "url is the local file; upload the archive and replace it (or pass --url)",
             file=sys.stderr,
         )
+    return 0
+
+
+def _publish_hf(args: argparse.Namespace) -> int:
+    """``publish RELEASE_DIR --to hf://ORG/REPO``: upload; print the pinned address."""
+    from fmpretrain import hf
+    from fmpretrain.hub import HubError
+    from fmpretrain.release_format import ReleaseError
+
+    if args.url is not None or args.out is not None or args.name is not None:
+        print("fmpretrain publish: error: --url, --out and --name are for archives, not --to",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        done = hf.publish(args.release, args.to, private=True if args.private else None)
+    except (HubError, ReleaseError) as err:
+        print(f"fmpretrain publish: error: {err}", file=sys.stderr)
+        return 2
+    print(done.address)
+    print(
+        f"uploaded {', '.join(done.files)} to {hf.endpoint()}/{done.address.repo_id} "
+        f"(commit {done.commit})",
+        file=sys.stderr,
+    )
     return 0
 
 

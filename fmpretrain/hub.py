@@ -363,13 +363,18 @@ def load_pretrained(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
 ) -> Path:
-    """The verified release directory for a registry name, a URL or a local path.
+    """The verified release directory for a registry name, a URL, a local path or an
+    ``hf://org/repo[@revision][/subfolder]`` address.
 
     A local directory is verified in place; a local archive is checked against ``sha256``
-    (if given) and extracted into the cache; a name or URL goes through :func:`download`.
-    Load the weights from ``<dir>/model.safetensors`` with safetensors (never pickle).
+    (if given) and extracted into the cache; a name or URL goes through :func:`download`; an
+    ``hf://`` address through :func:`fmpretrain.hf.download` (``cache_dir`` is then the
+    Hugging Face cache directory). Load the weights from ``<dir>/model.safetensors`` with
+    safetensors (never pickle).
     """
     text = os.fspath(source)
+    if text.startswith("hf://"):
+        return _load_hf(text, sha256=sha256, cache_dir=cache_dir, progress=progress)
     if "://" not in text and Path(text).exists():
         path = Path(text).resolve()
         if path.is_dir():
@@ -384,6 +389,29 @@ def load_pretrained(
                 _check_archive_digest(path, expected, None, str(path), delete=False)
             return _install(root, path, expected, {"source": str(path)}, None)
     return download(text, sha256=sha256, registry=registry, cache_dir=cache_dir, progress=progress)
+
+
+def _load_hf(
+    address: str,
+    *,
+    sha256: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool | None,
+) -> Path:
+    """:func:`fmpretrain.hf.download` with the hub's error types."""
+    from fmpretrain import hf
+
+    if sha256 is not None:
+        raise HubError(
+            f"{address}: --sha256 is for archives; an hf:// release is checked against its own "
+            f"{CHECKSUMS}"
+        )
+    try:
+        return hf.download(address, cache_dir=cache_dir, progress=progress)
+    except release_format.ChecksumError as err:
+        raise ChecksumError(f"{address} failed verification: {err.reason}") from err
+    except release_format.ReleaseError as err:
+        raise HubError(f"{address}: {err.reason}") from err
 
 
 def download(

@@ -210,8 +210,8 @@ def test_sources_resolve(releases, tmp_path, monkeypatch):
     assert by_url.path == by_name.path
     by_file = fmpretrain.load(releases["pretrained"] / rf.WEIGHTS, device="cpu")
     assert by_file.path == releases["pretrained"]
-    with pytest.raises(rf.ReleaseError, match="hf:// sources are not supported"):
-        fmpretrain.load("hf://org/repo")
+    with pytest.raises(hub.HubError, match="needs ORG/REPO"):  # hf:// goes to fmpretrain.hf
+        fmpretrain.load("hf://repo")
     with pytest.raises(rf.ReleaseError, match="no such directory"):
         fmpretrain.load("./no/such/release")
     with pytest.raises(hub.HubError, match="not a release in the registry"):
