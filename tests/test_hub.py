@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -417,16 +418,35 @@ def test_relative_url_in_a_local_registry_resolves_beside_it(release, tmp_path):
         hub.parse_registry(json.dumps(doc), "a registry from a URL")  # no folder to resolve in
 
 
-def test_shipped_registry_has_only_real_releases():
+def test_shipped_registry_has_only_real_releases(tmp_path):
+    """Every shipped entry is a real, verifiable release: hosted (https) or shipped in the
+    package beside the registry (a relative url), and the shipped foundation loads and embeds."""
     doc = json.loads(SHIPPED.read_text())
     assert doc["schema_version"] == hub.REGISTRY_SCHEMA and isinstance(doc["comment"], str)
     entries = hub.load_registry()
-    assert len(entries) == len(doc["releases"])
-    for entry in entries.values():
-        assert entry.url.startswith("https://"), entry
-        assert not re.search(r"example\.(com|org)|placeholder|todo|xxx", entry.url, re.I)
+    assert len(entries) == len(doc["releases"]) and "et-small-ead" in entries
+    for raw, entry in zip(doc["releases"], entries.values(), strict=True):
+        if raw["url"].startswith("https://"):
+            assert not re.search(r"example\.(com|org)|placeholder|todo|xxx", entry.url, re.I)
+        else:  # shipped in the package
+            shipped = SHIPPED.parent / raw["url"]
+            assert entry.url == shipped.resolve().as_uri() and shipped.is_file()
+            assert shipped.stat().st_size == entry.size
+            assert hashlib.sha256(shipped.read_bytes()).hexdigest() == entry.sha256
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and len(set(entry.sha256)) > 4
         assert entry.size > 0 and {"name", "hash", "dim"} <= set(entry.descriptor)
+    path = hub.load_pretrained("et-small-ead", progress=False)  # offline: from the package
+    config = yaml.safe_load((path / hub.CONFIG).read_text())
+    assert config["descriptor"]["hash"] == entries["et-small-ead"].descriptor["hash"]
+    assert config["training"]["steps"] == 1500 and config["training"]["heldout_r2_median"] > 0.9
+    from ase.build import bulk
+
+    import fmpretrain
+
+    model = fmpretrain.load("et-small-ead")
+    embedding = model.embed([bulk("Cu", "fcc", a=3.6), bulk("NaCl", "rocksalt", a=5.64)])
+    assert embedding.shape == (2, 128) and np.isfinite(embedding).all()
+    assert not np.allclose(embedding[0], embedding[1])
 
 
 def test_offline_mode_uses_the_cache_only(server, release, monkeypatch):
