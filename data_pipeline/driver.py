@@ -8,6 +8,7 @@ may die at any moment without losing finished work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, softwa
 log = logging.getLogger("fmpretrain.featurize")
 
 REJECTS_NAME = "rejects.jsonl"
+RAY_SESSION_NAME = ".ray-session.json"
 MANIFEST_EVERY_S = 15.0
 
 
@@ -316,11 +318,17 @@ def _run_chunks(
             ray.kill(actor)
         if started_ray:
             ray.shutdown()
+            (out / RAY_SESSION_NAME).unlink(missing_ok=True)
     return new_shards
 
 
 def _init_ray(cfg: FeaturizeConfig) -> bool:
-    """Join ``cfg.ray_address`` / ``RAY_ADDRESS`` if given, else start a local cluster."""
+    """Join ``cfg.ray_address`` / ``RAY_ADDRESS`` if given, else start a local cluster.
+
+    A local cluster's session is recorded in ``out/.ray-session.json`` until the driver shuts
+    it down, so that the next driver of ``out`` can kill what is left of it when this one was
+    killed (:func:`_clean_stale_session`).
+    """
     import ray
 
     if ray.is_initialized():
@@ -329,13 +337,68 @@ def _init_ray(cfg: FeaturizeConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        _clean_stale_session(Path(cfg.out))
         ray.init(
             num_cpus=cfg.workers,
             include_dashboard=False,
             log_to_driver=True,
             configure_logging=False,
         )
+        _record_session(Path(cfg.out))
     return True
+
+
+def _record_session(out: Path) -> None:
+    import psutil  # ray ships it
+    import ray
+
+    node = ray._private.worker._global_node
+    me = psutil.Process()
+    record = {
+        "pid": me.pid,
+        "created": me.create_time(),
+        "session_dir": node.get_session_dir_path(),
+    }
+    tmp = out / (RAY_SESSION_NAME + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, out / RAY_SESSION_NAME)
+
+
+def _clean_stale_session(out: Path) -> None:
+    """Kill the processes left of the local Ray cluster of an earlier driver of ``out`` that
+    died without shutting it down (raylet, GCS, agents, workers: all name its session dir)."""
+    import psutil  # ray ships it
+
+    path = out / RAY_SESSION_NAME
+    try:
+        record = json.loads(path.read_text())
+        pid, created, session = record["pid"], record["created"], record["session_dir"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    try:
+        if psutil.Process(pid).create_time() == created:
+            return  # that driver still runs: its cluster is not stale
+    except psutil.Error:
+        pass
+    left: dict[int, Any] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid != os.getpid() and session in " ".join(proc.info["cmdline"] or []):
+                left.update((p.pid, p) for p in [proc, *proc.children(recursive=True)])
+        except psutil.Error:
+            continue
+    for proc in left.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(list(left.values()), timeout=10)
+    if left:
+        log.warning(
+            "killed %d process(es) left of the Ray session %s of an earlier driver of %s that died",
+            len(left),
+            session,
+            out,
+        )
+    path.unlink(missing_ok=True)
 
 
 def _write_rejects(out: Path, done: dict[int, dict[str, Any]]) -> None:
