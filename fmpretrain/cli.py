@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -397,9 +398,19 @@ def _add_model_commands(sub: Any) -> None:
     emb.set_defaults(func=cmd_embed)
 
 
+#: A ``key=value`` (or ``a.b=value``) configuration override on the command line.
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options (`fingerprint my.cif --descriptor wacsf cutoff=5`):
+    # argparse leaves them over once the positionals before the options are filled.
+    if extras and hasattr(args, "overrides") and all(OVERRIDE.match(e) for e in extras):
+        args.overrides = [*args.overrides, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return 0
