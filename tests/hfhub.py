@@ -8,7 +8,8 @@ Upload: ``POST /api/repos/create``, ``POST /api/models/{repo}/branch/{branch}``,
 /api/validate-yaml``, ``POST /api/models/{repo}/preupload/{rev}`` (every file: ``regular``) and
 ``POST /api/models/{repo}/commit/{rev}`` (the NDJSON commit: header, base64 files, deletions).
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) as the
-hub's do. Writes need ``Authorization: Bearer {token}``. Every request is recorded.
+hub's do. Writes need ``Authorization: Bearer {token}``. Every request is recorded;
+``drop_after[name] = N`` hangs up once after N bytes of that file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,8 @@ class HubServer:
         self.token = token
         self.repos: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path without query)
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of ranged GETs
+        self.drop_after: dict[str, int] = {}  # file path -> send N bytes then hang up, once
         self.lock = threading.Lock()
         self._counter = 0
         server = self
@@ -69,6 +73,8 @@ class HubServer:
                 path, _, query = self.path.partition("?")
                 with server.lock:
                     server.requests.append((method, path))
+                    if self.headers.get("Range"):
+                        server.ranges.append((path, self.headers["Range"]))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 try:
@@ -89,7 +95,17 @@ class HubServer:
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                if method != "HEAD":
+                cut = (
+                    server.drop_after.pop(path.rsplit("/", 1)[-1], None)
+                    if method == "GET"
+                    else None
+                )
+                if cut is not None and status == 200:  # a connection lost mid-body
+                    self.wfile.write(payload[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif method != "HEAD":
                     self.wfile.write(payload)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -127,6 +127,21 @@ def test_cache_hit_and_offline(hub, releases, tmp_path, monkeypatch):
     assert len(hub.requests) == before
 
 
+def test_an_interrupted_download_resumes(hub, releases, tmp_path):
+    release = tmp_path / "big"
+    shutil.copytree(releases["pretrained"], release)
+    (release / "big.bin").write_bytes(np.random.default_rng(0).bytes(12 << 20))
+    rf.write_checksums(release, [rf.WEIGHTS, rf.CONFIG, rf.MODEL_CARD, "big.bin"])
+    hub.put_release("org/big", release)
+    cut = (11 << 20) + 123
+    hub.drop_after["big.bin"] = cut  # the connection is lost after 11 MiB of big.bin, once
+    path = hf.download("hf://org/big")
+    ranged = [r for p, r in hub.ranges if p.endswith("/big.bin")]
+    assert len(ranged) == 1 and ranged[0].endswith("-")  # one request for the rest only
+    assert 0 < int(ranged[0][len("bytes=") : -1]) <= cut
+    assert rf.verify_release(path).sums == rf.read_checksums(release)
+
+
 def test_revisions_and_subfolders(hub, releases, tmp_path):
     v1 = hub.put_release("org/multi", releases["pretrained"])
     hub.put_release("org/multi", releases["other"])  # main moves on
