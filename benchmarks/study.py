@@ -69,12 +69,12 @@ def paired_tests(pre: list[float], scratch: list[float]) -> dict[str, float]:
 
 
 def release_steps(source: str) -> int | None:
-    """Pre-training steps recorded in a local release's config (None if unknown)."""
+    """Pre-training steps recorded in a release's config (a path, registry name or URL)."""
     import yaml
 
-    path = Path(source) / "config.yaml"
-    if not path.is_file():
-        return None
+    from fmpretrain.api import resolve_release
+
+    path = resolve_release(source) / "config.yaml"
     return (yaml.safe_load(path.read_text()).get("training") or {}).get("steps")
 
 
