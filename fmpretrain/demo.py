@@ -80,6 +80,8 @@ def run_demo(
     wandb_mode: str = "offline",
 ) -> dict[str, Any]:
     """Run every stage (reusing finished ones) and return the fine-tuning results."""
+    import torch
+
     from data_pipeline.config import FeaturizeConfig, SourceConfig
     from data_pipeline.driver import run_featurize, summary
     from fmpretrain.finetune.benchmark import run_benchmark
@@ -88,6 +90,10 @@ def run_demo(
     from fmpretrain.train.export import CONFIG, export_release
     from fmpretrain.train.trainer import CHECKPOINTS, describe_validation, pretrain
 
+    # One thread for the in-process stages: with two threads, another busy process on the
+    # machine slowed pre-training about 10x (OpenMP threads waiting on each other), with one
+    # it stays near one core's speed (docs/benchmarks.md, "The demo").
+    torch.set_num_threads(1)
     sizes = SIZES[size]
     out = Path(out)
     paths = {
