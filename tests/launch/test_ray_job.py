@@ -36,18 +36,34 @@ def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are long
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--temp-dir={temp_dir}"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(ray),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            probe = subprocess.run([str(ray), "job", "list", "--address", address], env=env,
-                                   capture_output=True, text=True)
+            probe = subprocess.run(
+                [str(ray), "job", "list", "--address", address],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if probe.returncode == 0:
                 break
             assert head.poll() is None, "the Ray head exited"
@@ -70,10 +86,23 @@ def test_featurize_through_ray_job_submit(ray_head, tmp_path):
     out = tmp_path / "shards"
     env = {**env, "RAY_ADDRESS": address, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     done = subprocess.run(
-        ["bash", str(REPO / "launch" / "ray" / "submit_featurize.sh"),
-         "--config", "configs/featurize/demo.yaml", "descriptor=ead", "source.n=80",
-         "source.max_atoms=12", "chunk_size=20", f"out={out}", "workers=2"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            "bash",
+            str(REPO / "launch" / "ray" / "submit_featurize.sh"),
+            "--config",
+            "configs/featurize/demo.yaml",
+            "descriptor=ead",
+            "source.n=80",
+            "source.max_atoms=12",
+            "chunk_size=20",
+            f"out={out}",
+            "workers=2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr

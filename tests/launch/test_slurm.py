@@ -41,9 +41,18 @@ pytestmark = [
 def submit(script: str, env: dict[str, str], log: Path, *options: str) -> str:
     environment = {**os.environ, "FMP_PYTHON": sys.executable, **env}
     done = subprocess.run(
-        ["sbatch", "--parsable", f"--output={log}", f"--chdir={REPO}", *options,
-         str(SLURM / script)],
-        env=environment, capture_output=True, text=True, check=True,
+        [
+            "sbatch",
+            "--parsable",
+            f"--output={log}",
+            f"--chdir={REPO}",
+            *options,
+            str(SLURM / script),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.strip().split(";")[0]
 
@@ -71,8 +80,10 @@ def sbatch_shards(tmp_path_factory) -> Path:
     out = work / "shards"
     job = submit(
         "featurize.sbatch",
-        {"FMP_OUT": str(out),
-         "FMP_OVERRIDES": "descriptor=ead source.n=120 source.max_atoms=12 chunk_size=10"},
+        {
+            "FMP_OUT": str(out),
+            "FMP_OVERRIDES": "descriptor=ead source.n=120 source.max_atoms=12 chunk_size=10",
+        },
         work / "featurize.log",
         "--cpus-per-task=2",
     )
@@ -93,9 +104,12 @@ def test_pretrain_sbatch_two_processes(sbatch_shards, tmp_path):
     out = tmp_path / "run"
     job = submit(
         "pretrain.sbatch",
-        {"FMP_OUT": str(out), "FMP_PROCS_PER_NODE": "2",
-         "FMP_OVERRIDES": f"data={sbatch_shards} wandb.mode=disabled {TINY_MODEL} "
-                          "max_steps=12 eval_every=6 checkpoint_every=6 max_atoms_per_batch=96"},
+        {
+            "FMP_OUT": str(out),
+            "FMP_PROCS_PER_NODE": "2",
+            "FMP_OVERRIDES": f"data={sbatch_shards} wandb.mode=disabled {TINY_MODEL} "
+            "max_steps=12 eval_every=6 checkpoint_every=6 max_atoms_per_batch=96",
+        },
         tmp_path / "pretrain.log",
         "--cpus-per-task=2",
     )
@@ -113,10 +127,13 @@ def test_preempted_pretrain_checkpoints_requeues_and_resumes(sbatch_shards, tmp_
     log = tmp_path / "pretrain.log"
     job = submit(
         "pretrain.sbatch",
-        {"FMP_OUT": str(out), "FMP_PROCS_PER_NODE": "2",
-         "FMP_OVERRIDES": f"data={sbatch_shards} wandb.mode=disabled {TINY_MODEL} "
-                          "max_steps=600 eval_every=1000 checkpoint_every=1000 log_every=10 "
-                          "max_atoms_per_batch=96"},
+        {
+            "FMP_OUT": str(out),
+            "FMP_PROCS_PER_NODE": "2",
+            "FMP_OVERRIDES": f"data={sbatch_shards} wandb.mode=disabled {TINY_MODEL} "
+            "max_steps=600 eval_every=1000 checkpoint_every=1000 log_every=10 "
+            "max_atoms_per_batch=96",
+        },
         log,
         "--cpus-per-task=2",
     )
@@ -151,11 +168,16 @@ def test_finetune_sbatch_array_runs_one_fold_per_task(tmp_path):
     out = tmp_path / "bench"
     job = submit(
         "finetune.sbatch",
-        {"FMP_OUT": str(out), "FMP_TASKS": "emt_energy", "FMP_FOLDS": "5",
-         "FMP_OVERRIDES": f"emt.n=40 max_epochs=1 cache_dir={tmp_path / 'cache'} "
-                          f"{TINY_MODEL} wandb.mode=disabled"},
+        {
+            "FMP_OUT": str(out),
+            "FMP_TASKS": "emt_energy",
+            "FMP_FOLDS": "5",
+            "FMP_OVERRIDES": f"emt.n=40 max_epochs=1 cache_dir={tmp_path / 'cache'} "
+            f"{TINY_MODEL} wandb.mode=disabled",
+        },
         tmp_path / "finetune-%a.log",
-        "--array=0-1", "--cpus-per-task=1",
+        "--array=0-1",
+        "--cpus-per-task=1",
     )
     for index in (0, 1):
         state = wait_for(f"{job}_{index}")
