@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmpretrain.download import CACHE_ENV as _CACHE_ENV
 from fmpretrain.download import CHUNK, fetch, file_lock, read_record
+from fmpretrain.download import cache_root as _cache_root
 
 __all__ = [
     "CORPORA",
@@ -62,7 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "FMPRETRAIN_CACHE"
+CACHE_ENV = _CACHE_ENV
 OFFLINE_ENV = "FMPRETRAIN_OFFLINE"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -498,14 +500,3 @@ def _check_shipped(entry: Corpus, copy: Path) -> None:
             f"shipped copy {copy} of corpus {entry.name!r} is damaged (sha256 of its content "
             f"{digest.hexdigest()}, published {file.sha256}); reinstall fmpretrain"
         )
-
-
-def _cache_root(cache: str | os.PathLike[str] | None) -> Path:
-    if cache is not None:
-        root = Path(cache)
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV])
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "fmpretrain"
-    return root.expanduser().absolute()

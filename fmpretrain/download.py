@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CACHE_ENV",
     "DownloadError",
     "IntegrityError",
     "atomic_write_bytes",
+    "cache_root",
     "fetch",
     "file_lock",
     "is_local",
@@ -54,6 +56,23 @@ __all__ = [
     "record_path",
     "sha256_file",
 ]
+
+#: Environment variable naming the cache root shared by releases, corpora and datasets.
+CACHE_ENV = "FMPRETRAIN_CACHE"
+
+
+def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
+    """``cache``, else ``$FMPRETRAIN_CACHE``, else ``$XDG_CACHE_HOME/fmpretrain``, else
+    ``~/.cache/fmpretrain``; absolute."""
+    if cache is not None:
+        root = Path(cache)
+    elif os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV])
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "fmpretrain"
+    return root.expanduser().absolute()
+
 
 log = logging.getLogger(__name__)
 

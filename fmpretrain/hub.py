@@ -49,8 +49,10 @@ from typing import Any
 import yaml
 
 from fmpretrain import release_format
+from fmpretrain.download import CACHE_ENV as _CACHE_ENV
 from fmpretrain.download import DownloadError, IntegrityError, fetch, file_lock
 from fmpretrain.download import atomic_write_bytes as _atomic_write_bytes
+from fmpretrain.download import cache_root as _cache_root
 from fmpretrain.download import sha256_file as _sha256_file
 
 __all__ = [
@@ -79,7 +81,7 @@ REQUIRED = release_format.REQUIRED_FILES
 
 REGISTRY_SCHEMA = 1
 REGISTRY_ENV = "FMPRETRAIN_REGISTRY"
-CACHE_ENV = "FMPRETRAIN_CACHE"
+CACHE_ENV = _CACHE_ENV
 OFFLINE_ENV = "FMPRETRAIN_OFFLINE"
 MARKER = ".fmpretrain-hub.json"
 URL_SCHEMES = ("https", "http", "file")
@@ -680,17 +682,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise HubError(f"{path / CONFIG} is not a mapping")
     return config
-
-
-def _cache_root(cache: str | os.PathLike[str] | None) -> Path:
-    if cache is not None:
-        root = Path(cache)
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV])
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "fmpretrain"
-    return root.expanduser().absolute()
 
 
 def _registry_source(registry: str | os.PathLike[str] | None) -> str | None:
