@@ -35,6 +35,7 @@ from data_pipeline.sources import Chunk, count_chunks, count_inputs, iter_chunks
 from data_pipeline.worker import PARTS_DIR, ChunkFeaturizer, part_path, shard_name
 from fmpretrain.data.format import sha256_file
 from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, ShardEntry, software_versions
+from fmpretrain.files import atomic_open, atomic_write_text
 
 log = logging.getLogger("fmpretrain.featurize")
 
@@ -359,9 +360,7 @@ def _record_session(out: Path) -> None:
         "created": me.create_time(),
         "session_dir": node.get_session_dir_path(),
     }
-    tmp = out / (RAY_SESSION_NAME + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, out / RAY_SESSION_NAME)
+    atomic_write_text(out / RAY_SESSION_NAME, json.dumps(record))
 
 
 def _clean_stale_session(out: Path) -> None:
@@ -402,12 +401,10 @@ def _clean_stale_session(out: Path) -> None:
 
 
 def _write_rejects(out: Path, done: dict[int, dict[str, Any]]) -> None:
-    tmp = out / (REJECTS_NAME + ".tmp")
-    with open(tmp, "w") as handle:
+    with atomic_open(out / REJECTS_NAME, "w") as handle:
         for index in sorted(done):
             for reject in done[index]["rejects"]:
                 handle.write(json.dumps({"shard": shard_name(index), **reject}) + "\n")
-    os.replace(tmp, out / REJECTS_NAME)
 
 
 def summary(result: FeaturizeResult) -> str:

@@ -9,8 +9,6 @@ last, so a record on disk always describes a complete shard.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from data_pipeline.sources import Chunk, ReadFailure, generate_inputs
 from fmpretrain.data.format import Sample, write_shard
 from fmpretrain.data.manifest import ShardEntry
 from fmpretrain.data.stats import RunningMoments
+from fmpretrain.files import atomic_write_text
 from fmpretrain.structures import InvalidStructureError, Structure, validate
 
 PARTS_DIR = "parts"
@@ -104,10 +103,7 @@ class ChunkFeaturizer:
             "rejects": rejects,
         }
         path = part_path(self.out, chunk.index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(record))
         return record
 
     def _validate(

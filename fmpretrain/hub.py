@@ -51,9 +51,9 @@ import yaml
 from fmpretrain import release_format
 from fmpretrain.download import CACHE_ENV as _CACHE_ENV
 from fmpretrain.download import DownloadError, IntegrityError, fetch, file_lock
-from fmpretrain.download import atomic_write_bytes as _atomic_write_bytes
 from fmpretrain.download import cache_root as _cache_root
 from fmpretrain.download import sha256_file as _sha256_file
+from fmpretrain.files import atomic_open, atomic_write_bytes
 
 __all__ = [
     "ChecksumError",
@@ -200,7 +200,7 @@ def load_registry(
             stacklevel=2,
         )
         return parse_registry(copy.read_text("utf-8"), f"cached registry {copy}")
-    _atomic_write_bytes(copy, text.encode("utf-8"))
+    atomic_write_bytes(copy, text.encode("utf-8"))
     return entries
 
 
@@ -256,17 +256,12 @@ def pack_release(release_dir: str | os.PathLike[str], out: str | os.PathLike[str
     names = sorted({CHECKSUMS, *listed})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            if out.name.endswith(".tar"):
-                _write_tar(raw, release_dir, names)
-            else:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                    _write_tar(gz, release_dir, names)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(out, "wb") as raw:
+        if out.name.endswith(".tar"):
+            _write_tar(raw, release_dir, names)
+        else:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                _write_tar(gz, release_dir, names)
     return out
 
 

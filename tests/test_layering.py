@@ -21,6 +21,7 @@ LAYERS = {
     "fmpretrain.neighbors": 0,
     "fmpretrain.config": 0,
     "fmpretrain.download": 0,
+    "fmpretrain.files": 0,
     "fmpretrain.extras": 0,
     "fmpretrain.release_format": 0,
     "fmpretrain.structures": 1,

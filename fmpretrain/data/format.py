@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from fmpretrain.files import atomic_open
 from fmpretrain.structures import Structure
 
 ARRAY_FIELDS = ("numbers", "positions", "cell", "pbc", "fingerprint")
@@ -123,9 +122,8 @@ def write_shard(path: str | Path, samples: Iterable[Sample]) -> tuple[int, int, 
     the same samples always give the same bytes.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     count = 0
-    with open(tmp, "wb") as raw:
+    with atomic_open(path, "wb") as raw:
         sink = _HashingWriter(raw)
         with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for sample in samples:
@@ -136,9 +134,6 @@ def write_shard(path: str | Path, samples: Iterable[Sample]) -> tuple[int, int, 
                     info.size, info.mtime, info.mode = len(payload), 0, 0o644
                     tar.addfile(info, io.BytesIO(payload))
                 count += 1
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
     return count, sink.size, sink.digest.hexdigest()
 
 

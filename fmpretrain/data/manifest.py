@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from fmpretrain.data.format import ShardFormatError, read_shard, sha256_file
 from fmpretrain.data.stats import RunningMoments
+from fmpretrain.files import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -144,9 +144,7 @@ class Manifest:
         path = Path(root) / MANIFEST_NAME
         d = self.to_dict()
         d[CHECKSUM_KEY] = content_checksum(d)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(d, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(d, indent=1, allow_nan=False) + "\n")
         return path
 
     @classmethod

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fmpretrain.files import atomic_open
 from fmpretrain.structures import Structure
 
 __all__ = [
@@ -119,10 +120,8 @@ def pooled_features(
         len(structures), descriptor.name, descriptor.dim, MAX_Z, time.perf_counter() - start,
     )  # fmt: skip
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez_compressed(tmp, features=features, key=np.array(key))
-        tmp.replace(cache)
+        with atomic_open(cache) as handle:  # concurrent folds may write it together
+            np.savez_compressed(handle, features=features, key=np.array(key))
     return features
 
 

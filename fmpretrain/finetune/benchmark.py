@@ -46,6 +46,7 @@ import numpy as np
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.batching import derive_seed
+from fmpretrain.files import atomic_write_text
 from fmpretrain.finetune import baselines as baselines_mod
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
 from fmpretrain.finetune.plots import plot_results, write_task_plots
@@ -397,10 +398,7 @@ def _fold_hash(cfg: FinetuneConfig, prep: Prepared, fold: int) -> str:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=_json_default, allow_nan=True))
 
 
 def _json_default(value: Any) -> Any:

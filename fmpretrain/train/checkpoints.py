@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fmpretrain.files import atomic_write_text
 
 SUMS = "SHA256SUMS"
 TAG_GLOB = "step*"
@@ -63,12 +64,7 @@ def seal(tag_dir: str | Path) -> Path:
     lines = [f"{_sha256(tag_dir / name)}  {name}" for name in _files(tag_dir)]
     if not lines:
         raise CheckpointCorruptError(f"{tag_dir} holds no file to seal: the save did not happen")
-    tmp = tag_dir / f"{SUMS}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, tag_dir / SUMS)
+    atomic_write_text(tag_dir / SUMS, "\n".join(lines) + "\n")
     return tag_dir / SUMS
 
 

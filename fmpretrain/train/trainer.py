@@ -29,6 +29,7 @@ import yaml
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
+from fmpretrain.files import atomic_write_text
 from fmpretrain.train.checkpoints import (
     CheckpointCorruptError,
     install_safe_loading,
@@ -184,9 +185,7 @@ def _write_status(result: PretrainResult) -> None:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": result.resumed_from,
     }
-    tmp = result.out / "status.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(result.out / "status.json")
+    atomic_write_text(result.out / "status.json", json.dumps(record, indent=1) + "\n")
 
 
 def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
