@@ -100,3 +100,14 @@ def test_config_keys_and_clear_errors(tmp_path):
         load_finetune_config(None, [f"out={tmp_path}", "task_size=-3"])
     with pytest.raises(ValueError, match="uses its shipped data file"):
         load_task("perov_heat", data=real_task_file("carbon_energy"))
+
+
+def test_second_load_reuses_the_parse_but_hands_out_its_own_lists(loaded):
+    first, _ = loaded["perov_heat"]
+    again, _ = load_task("perov_heat")
+    assert [s.id for s in again.structures] == [s.id for s in first.structures]
+    np.testing.assert_array_equal(again.targets, first.targets)
+    again.structures.pop()
+    again.targets[0] = np.nan
+    assert len(first.structures) == EXPECTED["perov_heat"][0]
+    assert np.isfinite(first.targets[0])
