@@ -46,6 +46,9 @@ from fmpretrain.train.schedule import warmup_cosine
 RUN_FILE = "run.yaml"
 CHECKPOINTS = "checkpoints"
 if TYPE_CHECKING:
+    from torch_geometric.data import Batch
+
+    from fmpretrain.data.loader import ShardLoader
     from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -338,6 +341,11 @@ def _balanced(loader, dist: DistInfo):
         if not _agree(batch is not None, dist):
             return
         if batch is None:
+            if last is None and loader.skip_batches:
+                # resumed past the end of this rank's share (the checkpoint fell after it, while
+                # another rank still had batches): the skip left no batch to pad with, so pad
+                # with the first of the share; at weight 0 its content changes nothing
+                last = _first_batch(loader)
             if last is None:
                 raise RuntimeError(
                     f"rank {dist.rank} got no training data: use at least as many training "
@@ -347,6 +355,20 @@ def _balanced(loader, dist: DistInfo):
         else:
             last = batch
             yield batch, 1.0
+
+
+def _first_batch(loader: ShardLoader) -> Batch | None:
+    """The first batch of this rank's share of the loader's epoch, or ``None`` if it has none.
+
+    Read in this process, not through DataLoader workers, which would draw a seed from the
+    global torch RNG and so leave it where an uninterrupted run would not.
+    """
+    loader.set_epoch(loader.epoch, skip_batches=0)
+    batches = iter(loader.dataset)
+    try:
+        return next(batches, None)
+    finally:
+        batches.close()
 
 
 def _agree(flag: bool, dist: DistInfo) -> bool:

@@ -123,6 +123,33 @@ def test_resumed_run_matches_uninterrupted_run(shards, tmp_path):
     assert_same_weights(a, b, atol=1e-6)
 
 
+def test_two_ranks_resume_after_one_rank_used_up_its_epoch_share(shards, tmp_path):
+    """Resuming from a checkpoint taken when one rank's share of epoch 0 is used up (it pads
+    with weight 0 while the other rank still trains) trains on the samples, in the steps, and to
+    the weights of an uninterrupted run, into the next epoch."""
+    common = ("max_steps=12", "checkpoint_every=100", "eval_every=100", "audit_samples=true")
+    done = torchrun(shards, tmp_path / "straight", *common)
+    assert done.returncode == 0, done.stderr[-4000:]
+    straight = [audit(tmp_path / "straight", rank) for rank in (0, 1)]
+    last = [max(r["step"] for r in records if r["epoch"] == 0) for records in straight]
+    assert min(last) < max(last) < 11, f"the ranks' shares of epoch 0 should differ: {last}"
+    stop = max(last)  # the longer share has one batch left, the shorter one is used up
+
+    out = tmp_path / "resumed"
+    done = torchrun(shards, out, *common, f"stop_after={stop}")
+    # a rank exits with 3 (stopped) and torchrun then ends the other: only the checkpoint counts
+    assert "exitcode  : 3" in done.stderr, done.stderr[-4000:]
+    assert (out / "checkpoints" / f"step{stop:08d}" / "SHA256SUMS").is_file()
+    done = torchrun(shards, out, *common)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"resuming from step {stop}" in done.stdout
+    for rank in (0, 1):  # every sample exactly where the uninterrupted run took it
+        assert audit(out, rank) == straight[rank], f"rank {rank}"
+    assert any(r["epoch"] == 1 for r in straight[0] + straight[1])
+    resumed = released(export_release(out, tmp_path / "release-resumed"))
+    assert_same_weights(resumed, released(export_release(tmp_path / "straight", tmp_path / "r")))
+
+
 def test_zero_stages_export_the_same_weights(shards, tmp_path):
     exports = {}
     for stage in (1, 2, 3):
@@ -182,6 +209,11 @@ def test_wandb_offline_run_is_written(shards, tmp_path):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs, "an offline W&B run directory should exist"
     assert list(runs[0].glob("*.wandb"))
+
+
+def audit(out: Path, rank: int) -> list[dict]:
+    """The sample audit of one rank: ``{"epoch", "step", "keys"}`` per trained batch."""
+    return [json.loads(line) for line in (out / "samples" / f"rank{rank}.jsonl").open()]
 
 
 def _read(path: Path):

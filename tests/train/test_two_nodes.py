@@ -21,8 +21,8 @@ from tests.train.test_pretrain import released as released_weights
 
 pytestmark = pytest.mark.slow
 #: Checkpoints every 3 steps: on these shards the first one falls inside epoch 0 while both
-#: ranks still hold batches (a checkpoint after one rank's share of the epoch is used up, e.g.
-#: at step 4, is not resumable yet: that rank gets no batch to pad with on resume).
+#: ranks still hold batches. Resuming after one rank's share of the epoch is used up (step 4)
+#: is test_pretrain.py::test_two_ranks_resume_after_one_rank_used_up_its_epoch_share.
 COMMON = ("max_steps=24", "checkpoint_every=3", "eval_every=100", "keep_checkpoints=10")
 #: Seconds the surviving agent may take to fail once the other node is gone.
 FAIL_WITHIN_S = 180
