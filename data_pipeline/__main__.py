@@ -1,22 +1,9 @@
-"""``python -m data_pipeline --config ... key=value ...`` (the same as ``fmpretrain featurize``)."""
+"""``python -m data_pipeline --config ... key=value ...``: the same as ``fmpretrain featurize``
+(the entry point ``ray job submit`` and the sbatch script run); it hands over to the CLI."""
 
-from __future__ import annotations
-
-import argparse
-import sys
-
-from data_pipeline.cli import DESCRIPTION, add_arguments, run
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipeline", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args())
-    except (ValueError, FileNotFoundError) as err:
-        print(f"featurize: error: {err}", file=sys.stderr)
-        return 2
-
+from fmpretrain.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    raise SystemExit(main(["featurize", *sys.argv[1:]]))

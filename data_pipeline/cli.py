@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from data_pipeline.config import FeaturizeConfig
 
 DESCRIPTION = (
     "Featurize structures into WebDataset shards with Ray actors. The configuration is an "
@@ -32,13 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def featurize_config(args: argparse.Namespace) -> FeaturizeConfig:
+    """The checked configuration of a featurize command line (``--overwrite``: overwrite=true)."""
     from data_pipeline.config import load_config
+
+    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
+    return load_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
     from data_pipeline.driver import run_featurize, summary
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
-    cfg = load_config(args.config, overrides)
+    cfg = featurize_config(args)
     result = run_featurize(cfg, progress=not args.no_progress)
     print(summary(result))
     return 0 if result.manifest.complete else 1

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,11 @@ Run `fmpretrain COMMAND --help` for the options of one command.
 OVERRIDES_HELP = (
     "descriptor parameter overrides as key=value (OmegaConf dotlist), e.g. cutoff=5.0 "
     "zeta=[1,2,4]; see `fmpretrain descriptors` for the parameters"
+)
+
+PRINT_CONFIG_HELP = (
+    "check the command line and the configuration as a run does, print the resolved "
+    "configuration as YAML and exit without running anything"
 )
 
 FINETUNE_OVERRIDES_HELP = (
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["offline", "online", "disabled"],
         help="W&B mode (default offline; online needs WANDB_API_KEY)",
     )
+    add_print_config(demo, demo_config)
     demo.set_defaults(func=cmd_demo)
 
     fp = sub.add_parser(
@@ -124,10 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report invalid structures and go on (default: stop at the first one)",
     )
+    add_print_config(fp, fingerprint_config)
     fp.set_defaults(func=cmd_fingerprint)
 
     from data_pipeline.cli import DESCRIPTION as FEATURIZE_DESCRIPTION
     from data_pipeline.cli import add_arguments as add_featurize_arguments
+    from data_pipeline.cli import featurize_config
 
     feat = sub.add_parser(
         "featurize",
@@ -135,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=FEATURIZE_DESCRIPTION,
     )
     add_featurize_arguments(feat)
+    add_print_config(feat, featurize_config)
     feat.set_defaults(func=cmd_featurize)
 
     shards = sub.add_parser("shards", help="inspect and verify shard directories")
@@ -189,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML/JSON of DeepSpeed entries merged into the run's (configs/deepspeed/...)",
     )
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_print_config(pre, pretrain_config)
     pre.set_defaults(func=cmd_pretrain)
 
     exp = sub.add_parser(
@@ -206,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--results", type=Path, help="benchmark results.json to quote in the model card"
     )
+    add_print_config(exp, options_config)
     exp.set_defaults(func=cmd_export)
 
     ft = sub.add_parser(
@@ -228,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help=FINETUNE_OVERRIDES_HELP,
     )
+    add_print_config(ft, finetune_config)
     ft.set_defaults(func=cmd_finetune)
 
     bench = sub.add_parser(
@@ -259,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["best", "all", "none"],
         help="fine-tuned releases to write under OUT/TASK/release/ (default: the best fold's)",
     )
+    add_print_config(bench, finetune_config)
     bench.set_defaults(func=cmd_benchmark)
 
     pub = sub.add_parser(
@@ -357,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, help="output file")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--max-atoms", type=int, default=200, help="largest cell (default 200)")
+    add_print_config(gen, generate_config)
     gen.set_defaults(func=cmd_generate)
     _add_model_commands(sub)
     return parser
@@ -394,6 +408,7 @@ def _add_model_commands(sub: Any) -> None:
     for p in (pred, emb):
         p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
         p.add_argument("--max-atoms", type=int, default=2048, help="atoms per batch (2048)")
+        add_print_config(p, options_config)
     pred.set_defaults(func=cmd_predict)
     emb.set_defaults(func=cmd_embed)
 
@@ -402,7 +417,17 @@ def _add_model_commands(sub: Any) -> None:
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def add_print_config(
+    parser: argparse.ArgumentParser, resolve: Callable[[argparse.Namespace], Any]
+) -> None:
+    """Give a command ``--print-config``: :func:`main` then prints ``resolve(args)`` (the
+    command's configuration, checked as the run checks it) as YAML and runs nothing."""
+    parser.add_argument("--print-config", action="store_true", help=PRINT_CONFIG_HELP)
+    parser.set_defaults(resolve_config=resolve)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as :func:`main` reads it; a malformed one exits with status 2."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     # KEY=VALUE overrides may follow options (`fingerprint my.cif --descriptor wacsf cutoff=5`):
@@ -411,12 +436,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extras]
     elif extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    # `fingerprint my.cif cutoff=5`: the FILE... list swallows the overrides after it (give a
+    # file named like KEY=VALUE with its absolute path).
+    files = getattr(args, "files", None)
+    if files and hasattr(args, "overrides"):
+        keep = len(files)
+        while keep > 1 and OVERRIDE.match(str(files[keep - 1])):
+            keep -= 1
+        args.files, args.overrides = files[:keep], [*map(str, files[keep:]), *args.overrides]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        build_parser().print_help()
         return 0
+    from fmpretrain.config import config_yaml
     from fmpretrain.extras import MissingExtraError, extra_of, missing_extra_message
 
     try:
+        if getattr(args, "print_config", False):
+            sys.stdout.write(config_yaml(args.resolve_config(args)))
+            return 0
         return int(args.func(args) or 0)
     except MissingExtraError as err:
         print(err, file=sys.stderr)
@@ -448,35 +490,98 @@ def descriptor_params(config: Path | None, overrides: Sequence[str]) -> dict[str
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------- resolved configurations
+# One per command with --print-config; the command's run starts from the same function, so
+# `--print-config` accepts and refuses exactly what the run accepts and refuses.
+def options_config(args: argparse.Namespace) -> dict[str, Any]:
+    """A command without a configuration file: its options, as a run would use them."""
+    skip = {"command", "func", "resolve_config", "print_config"}
+    return {k: _plain(v) for k, v in vars(args).items() if k not in skip}
+
+
+def _plain(value: Any) -> Any:
+    """Paths as strings, sequences as lists (for YAML)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def demo_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``demo``'s settings and the sizes of its stages."""
+    import dataclasses
+
+    from fmpretrain.demo import SIZES
+
+    size = "tiny" if args.quick else "full"
+    return {
+        "out": str(args.out),
+        "descriptor": args.descriptor,
+        "size": size,
+        "workers": args.workers,
+        "wandb_mode": args.wandb,
+        "stages": _plain(dataclasses.asdict(SIZES[size])),
+    }
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fmpretrain.extras import require_extra
 
+    cfg = demo_config(args)
     require_extra("demo", "all")
     from fmpretrain.demo import run_demo
 
     run_demo(
-        args.out,
-        descriptor=args.descriptor,
-        size="tiny" if args.quick else "full",
-        workers=args.workers,
-        wandb_mode=args.wandb,
+        cfg["out"],
+        descriptor=cfg["descriptor"],
+        size=cfg["size"],
+        workers=cfg["workers"],
+        wandb_mode=cfg["wandb_mode"],
     )
     return 0
 
 
-def cmd_fingerprint(args: argparse.Namespace) -> int:
-    import numpy as np
+def _fingerprint_descriptor(args: argparse.Namespace) -> Any:
+    """The descriptor a ``fingerprint`` command line asks for (unknown parameters: errors)."""
     import torch
-    from tqdm import tqdm
 
     from fmpretrain.descriptors import get_descriptor
-    from fmpretrain.io import read_structures
-    from fmpretrain.structures import DEFAULT_MIN_DISTANCE, InvalidStructureError, validate
 
     params = descriptor_params(args.config, args.overrides)
     dtype = torch.float32 if args.float32 else torch.float64
-    descriptor = get_descriptor(args.descriptor, device=args.device, dtype=dtype, **params)
-    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
+    return get_descriptor(args.descriptor, device=args.device, dtype=dtype, **params)
+
+
+def _min_distance(args: argparse.Namespace) -> float:
+    from fmpretrain.structures import DEFAULT_MIN_DISTANCE
+
+    return DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
+
+
+def fingerprint_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``fingerprint``'s descriptor (name, every parameter, version) and options."""
+    descriptor = _fingerprint_descriptor(args)
+    return {
+        "descriptor": descriptor.config(),
+        "files": _plain(args.files),
+        "out": _plain(args.out),
+        "device": args.device,
+        "dtype": "float32" if args.float32 else "float64",
+        "min_distance": _min_distance(args),
+        "skip_invalid": args.skip_invalid,
+    }
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from fmpretrain.io import read_structures
+    from fmpretrain.structures import InvalidStructureError, validate
+
+    descriptor = _fingerprint_descriptor(args)
+    min_distance = _min_distance(args)
     for path in args.files:
         if not path.exists():
             raise FileNotFoundError(f"no such file: {path}")
@@ -561,22 +666,32 @@ def cmd_shards_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
+def pretrain_config(args: argparse.Namespace) -> Any:
+    """``pretrain``'s configuration with the ``--deepspeed-config`` entries merged in; the
+    model it names must resolve (a wrong name fails here, not after the launcher started)."""
     from omegaconf import OmegaConf
 
-    from fmpretrain.config import named_config
-    from fmpretrain.extras import require_extra
+    from fmpretrain.config import load_yaml, named_config
+    from fmpretrain.models import ModelConfig
     from fmpretrain.train.config import load_pretrain_config
 
     cfg = load_pretrain_config(args.config, args.overrides)
+    if args.deepspeed_config:
+        path = named_config("deepspeed", args.deepspeed_config)
+        extra = OmegaConf.to_container(load_yaml(path), resolve=True)
+        cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
+    ModelConfig.from_name(cfg.model, cfg.model_overrides)
+    return cfg
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from fmpretrain.extras import require_extra
+
+    cfg = pretrain_config(args)
     wandb = ["wandb"] if cfg.wandb.mode != "disabled" else []
     require_extra("pretrain", "train", ["deepspeed", "webdataset", *wandb])
     from fmpretrain.train.trainer import describe_validation, pretrain
 
-    if args.deepspeed_config:
-        path = named_config("deepspeed", args.deepspeed_config)
-        extra = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
     result = pretrain(cfg, progress=not args.no_progress)
     import torch.distributed as torch_dist
 
@@ -722,10 +837,10 @@ def _human_bytes(size: int | None, *, exact: bool = True) -> str:
     return text if exact else f"~{text}"
 
 
-def _finetune_config(args: argparse.Namespace):
-    """The fine-tuning configuration, once the extra modules it needs are known to be there."""
-    from fmpretrain.extras import require_extra
-    from fmpretrain.finetune.trainer import load_finetune_config
+def finetune_config(args: argparse.Namespace) -> Any:
+    """``finetune``/``benchmark``'s configuration (``--data FILE`` is ``data=FILE``); without a
+    release, the from-scratch model it names must resolve."""
+    from fmpretrain.finetune.trainer import load_finetune_config, resolve_model_config
 
     overrides = list(args.overrides)
     if args.data is not None:
@@ -733,6 +848,16 @@ def _finetune_config(args: argparse.Namespace):
         if not any(o.split("=", 1)[0] == "task" for o in overrides):
             overrides.append("task=null")  # the dataset is named after the file
     cfg = load_finetune_config(args.config, overrides)
+    if cfg.pretrained is None:
+        resolve_model_config(cfg.model, dict(cfg.model_overrides))
+    return cfg
+
+
+def _finetune_config(args: argparse.Namespace) -> Any:
+    """The fine-tuning configuration, once the extra modules it needs are known to be there."""
+    from fmpretrain.extras import require_extra
+
+    cfg = finetune_config(args)
     modules = ["wandb"] if cfg.wandb.mode != "disabled" else []
     if args.command == "benchmark":
         modules += ["matplotlib", *(["sklearn"] if cfg.baselines else [])]
@@ -778,17 +903,29 @@ def cmd_descriptors(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _generator(args: argparse.Namespace) -> Any:
+    """The lazy stream of ``generate`` (its arguments are checked here, nothing is built)."""
     from fmpretrain.generate import generate_structures
-    from fmpretrain.io import write_structures
 
     if args.n < 1:
         raise ValueError(f"n must be at least 1, got {args.n}")
+    return generate_structures(args.n, seed=args.seed, max_atoms=args.max_atoms)
+
+
+def generate_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``generate``'s settings, checked as the run checks them."""
+    _generator(args)
+    return options_config(args)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fmpretrain.io import write_structures
+
     structures = list(
         tqdm(
-            generate_structures(args.n, seed=args.seed, max_atoms=args.max_atoms),
+            _generator(args),
             total=args.n,
             desc="generate",
             unit=" structures",

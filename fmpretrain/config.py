@@ -8,8 +8,9 @@ through :func:`named_config`, the one place that knows where they live: the top-
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,3 +129,15 @@ def one_line(text: str) -> str:
 def config_dict(cfg: Any) -> dict[str, Any]:
     """A structured config (dataclass instance) as plain, resolved containers."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def config_yaml(cfg: Any) -> str:
+    """A resolved configuration (a structured config or a mapping of plain values) as the YAML
+    that ``--print-config`` prints; a structured config's YAML loads back as ``--config``."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        values: Any = config_dict(cfg)
+    elif isinstance(cfg, Mapping):
+        values = dict(cfg)
+    else:
+        raise TypeError(f"expected a dataclass instance or a mapping, got {type(cfg).__name__}")
+    return OmegaConf.to_yaml(OmegaConf.create(values))
