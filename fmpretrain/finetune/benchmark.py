@@ -2,7 +2,7 @@
 
 Protocol (MatBench v0.1): the dataset is split by
 ``sklearn.model_selection.KFold(n_splits=5, shuffle=True, random_state=18012019)``
-(:func:`kfold_splits` reproduces it exactly without scikit-learn). In fold ``k`` the training
+(:func:`kfold_splits`). In fold ``k`` the training
 part is split again, seeded, into train and validation (``val_fraction``) for early stopping;
 the test part is used once, at the end. In each fold the pre-trained model and the from-scratch
 baseline (identical architecture, data, seed, head initialisation and budget) are trained and
@@ -93,28 +93,15 @@ _NOT_HASHED = (
 def kfold_splits(
     n: int, n_splits: int = 5, seed: int = MATBENCH_SEED
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[(train indices, test indices)]`` of ``KFold(n_splits, shuffle=True, random_state=seed)``.
+    """``[(train indices, test indices)]`` of scikit-learn's
+    ``KFold(n_splits, shuffle=True, random_state=seed)``: MatBench's folds."""
+    from sklearn.model_selection import KFold
 
-    The same algorithm as scikit-learn's: shuffle ``arange(n)`` with
-    ``np.random.RandomState(seed)``; fold ``k`` tests the ``k``-th consecutive chunk (the first
-    ``n % n_splits`` chunks one longer). Both index arrays are returned in increasing order,
-    as scikit-learn returns them (it goes through boolean masks).
-    """
     if n_splits < 2:
         raise ValueError(f"n_splits must be at least 2, got {n_splits}")
     if n < n_splits:
         raise ValueError(f"cannot make {n_splits} folds of {n} samples")
-    order = np.arange(n)
-    np.random.RandomState(seed).shuffle(order)
-    sizes = np.full(n_splits, n // n_splits, dtype=np.int64)
-    sizes[: n % n_splits] += 1
-    splits, start = [], 0
-    for size in sizes:
-        mask = np.zeros(n, dtype=bool)
-        mask[order[start : start + size]] = True
-        splits.append((np.nonzero(~mask)[0], np.nonzero(mask)[0]))
-        start += size
-    return splits
+    return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.zeros(n)))
 
 
 def train_val_split(
