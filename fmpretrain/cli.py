@@ -480,13 +480,11 @@ def descriptor_params(config: Path | None, overrides: Sequence[str]) -> dict[str
     """Merge a YAML file and ``key=value`` overrides into plain descriptor parameters."""
     from omegaconf import OmegaConf
 
-    from fmpretrain.config import named_config
+    from fmpretrain.config import named_config, parse_overrides
 
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"overrides must look like key=value, got {bad}")
+    dotlist = parse_overrides(overrides)
     base = OmegaConf.load(named_config("descriptors", config)) if config else OmegaConf.create({})
-    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    merged = OmegaConf.merge(base, dotlist)
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 

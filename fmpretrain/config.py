@@ -79,14 +79,12 @@ def load_structured(
     keys are one-line ``ValueError``s that say what to do (``FILE:LINE: YAML syntax error: ...``
     for the YAML).
     """
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"overrides must look like key=value, got {bad}")
+    dotlist = parse_overrides(overrides)
     try:
         layers: list[Any] = [OmegaConf.structured(schema)]
         if path is not None:
             layers.append(load_yaml(path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
         for key in required:
             if OmegaConf.is_missing(merged, key):
@@ -94,6 +92,23 @@ def load_structured(
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ValueError(f"invalid {what}: {one_line(str(err))}") from err
+
+
+def parse_overrides(overrides: Sequence[str]) -> Any:
+    """``key=value`` overrides (OmegaConf dotlist) as a config; a malformed one, or one whose
+    value is not YAML (``data=...``), is a one-line ``ValueError``."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    for override in overrides:
+        try:
+            OmegaConf.from_dotlist([override])
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or one_line(str(err))
+            raise ValueError(
+                f"override {override!r}: the value is not YAML ({problem}); give a real value"
+            ) from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def load_yaml(path: str | Path) -> Any:

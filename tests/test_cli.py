@@ -132,12 +132,14 @@ BAD = [
     pytest.param(["pretrain", "data=d", "out=OUT", "max_steps=many"], id="pretrain-type"),
     pytest.param(["pretrain", "data=d", "out=OUT", "zero_stage=5"], id="pretrain-value"),
     pytest.param(["pretrain", "data=d", "out=OUT", "model=huge"], id="pretrain-model"),
+    pytest.param(["pretrain", "data=...", "out=OUT"], id="pretrain-yaml"),
     pytest.param(["pretrain", "--config", "nope.yaml", "data=d", "out=OUT"], id="pretrain-file"),
     pytest.param(["featurize", "out=OUT", "source.bogus=1"], id="featurize-key"),
     pytest.param(["featurize", "out=OUT", "source.kind=files"], id="featurize-value"),
     pytest.param(["finetune", "out=OUT", "bogus=1"], id="finetune-key"),
     pytest.param(["benchmark", "--config", "nope", "out=OUT"], id="benchmark-file"),
     pytest.param(["fingerprint", "my.cif", "bogus=1"], id="fingerprint-key"),
+    pytest.param(["fingerprint", "my.cif", "zeta=[1,"], id="fingerprint-yaml"),
     pytest.param(["generate", "0", "--out", "OUT/s.extxyz"], id="generate-value"),
 ]
 
