@@ -22,6 +22,7 @@ LAYERS = {
     "fmpretrain.config": 0,
     "fmpretrain.download": 0,
     "fmpretrain.files": 0,
+    "fmpretrain.threads": 0,
     "fmpretrain.extras": 0,
     "fmpretrain.release_format": 0,
     "fmpretrain.structures": 1,

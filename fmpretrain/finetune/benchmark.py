@@ -60,6 +60,7 @@ from fmpretrain.finetune.trainer import (
     resolve_model_config,
 )
 from fmpretrain.models import ModelConfig
+from fmpretrain.threads import set_threads
 
 __all__ = [
     "MODELS",
@@ -85,7 +86,7 @@ MATBENCH_SEED = 18012019
 #: ``task_size`` changes the data, which the hash covers; the baselines have their own hash.
 _NOT_HASHED = (
     "out", "folds", "resume", "wandb", "device", "data", "cache_dir", "matbench_url", "pretrained",
-    "baselines", "task_size",
+    "baselines", "task_size", "threads",
 )  # fmt: skip
 
 
@@ -405,6 +406,7 @@ def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, A
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
     release = load_release(cfg.pretrained) if cfg.pretrained else None
     tasks = _tasks(cfg)
     if len({t for t in tasks}) != len(tasks):
@@ -656,6 +658,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
     release = load_release(cfg.pretrained) if cfg.pretrained else None
     preps = [prepare(cfg, task, release) for task in _tasks(cfg)]
     logger = _Logger(cfg, out, "finetune")

@@ -120,6 +120,7 @@ class FinetuneConfig:
     max_atoms_per_batch: int = 512
     max_edges_per_batch: int | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch threads; 0: auto (usable cores less those busy elsewhere)
     resume: bool = True  # benchmark: reuse finished folds whose configuration matches
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -149,6 +150,8 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
     if cfg.max_epochs < 1 or cfg.patience < 1 or cfg.max_atoms_per_batch < 1:
         raise ValueError("max_epochs, patience and max_atoms_per_batch must be at least 1")
+    if cfg.threads < 0:
+        raise ValueError(f"threads must be 0 (auto) or positive, got {cfg.threads}")
     if not 0 < cfg.layer_decay <= 1:
         raise ValueError(f"layer_decay must be in (0, 1], got {cfg.layer_decay}")
     if not 0 < cfg.val_fraction < 1 or not 0 < cfg.test_fraction < 1:
