@@ -88,6 +88,9 @@ _NOT_HASHED = (
     "out", "folds", "resume", "wandb", "device", "data", "cache_dir", "matbench_url", "pretrained",
     "baselines", "task_size", "threads",
 )  # fmt: skip
+#: Model settings that choose how, not what, is computed (equal by test): a fold finished
+#: with one implementation is reused with another.
+_MODEL_NOT_HASHED = ("attention_impl",)
 
 
 # ============================================================================ splits
@@ -379,7 +382,9 @@ def _fold_hash(cfg: FinetuneConfig, prep: Prepared, fold: int) -> str:
             "spec": prep.spec.__dict__,
             "data": data.hexdigest(),
             "release": prep.release.weights_sha256 if prep.release else None,
-            "model": prep.model_config.to_dict(),
+            "model": {
+                k: v for k, v in prep.model_config.to_dict().items() if k not in _MODEL_NOT_HASHED
+            },
             "fold": fold,
         }
     )
