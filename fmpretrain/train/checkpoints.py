@@ -5,7 +5,8 @@
   atomically. A tag directory without it was interrupted while being written.
 - **Verified**: :func:`checkpoint_problem` says what is wrong with a tag directory (no
   ``SHA256SUMS``, a file missing, changed or not listed), and :func:`select_checkpoint` picks
-  the newest intact one, listing those it skipped and why; resume uses it.
+  the newest intact one, listing those it skipped and why; :func:`choose_checkpoint` (what
+  resume and export use) also logs each skipped one and refuses when none is intact.
 - **No pickle from disk**: :func:`safe_load` is ``torch.load(weights_only=True)`` with an
   explicit allow-list (:func:`allowed_globals`) of the classes DeepSpeed stores besides tensors
   and containers: ``ZeroStageEnum``, ``LossScaler``/``DynamicLossScaler`` and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,14 +33,16 @@ from fmpretrain.files import atomic_write_text
 
 SUMS = "SHA256SUMS"
 TAG_GLOB = "step*"
+log = logging.getLogger(__name__)
 
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file holds objects outside the allow-list."""
 
 
-class CheckpointCorruptError(RuntimeError):
-    """No intact checkpoint to resume from."""
+class CheckpointCorruptError(RuntimeError, ValueError):
+    """A checkpoint asked for is damaged, or none is intact (a ``ValueError`` too: the CLI
+    reports it in one line)."""
 
 
 # --------------------------------------------------------------------------- checksums
@@ -108,6 +112,32 @@ def select_checkpoint(ckpt_dir: str | Path) -> tuple[str | None, list[tuple[str,
             return tag, skipped
         skipped.append((tag, problem))
     return None, skipped
+
+
+def intact_checkpoints(ckpt_dir: str | Path) -> list[str]:
+    """The intact tags in ``ckpt_dir``, newest first."""
+    ckpt_dir = Path(ckpt_dir)
+    tags = sorted((p.name for p in ckpt_dir.glob(TAG_GLOB) if p.is_dir()), reverse=True)
+    return [tag for tag in tags if checkpoint_problem(ckpt_dir / tag) is None]
+
+
+def choose_checkpoint(ckpt_dir: str | Path, *, purpose: str, remedy: str) -> str | None:
+    """The newest intact tag in ``ckpt_dir`` (``None`` when it holds no tag at all), logging a
+    warning for each newer one skipped and why.
+
+    ``purpose`` names the use in the log ("resuming from"); ``remedy`` ends the
+    :class:`CheckpointCorruptError` raised when no tag is intact.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    tag, skipped = select_checkpoint(ckpt_dir)
+    for bad, why in skipped:
+        log.warning("skipping checkpoint %s: %s", ckpt_dir / bad, why)
+    if tag is None and skipped:
+        bad, why = skipped[0]
+        raise CheckpointCorruptError(f"no intact checkpoint in {ckpt_dir} ({bad}: {why}): {remedy}")
+    if tag is not None and skipped:
+        log.warning("%s %s, the newest intact checkpoint", purpose, ckpt_dir / tag)
+    return tag
 
 
 # --------------------------------------------------------------------------- safe loading

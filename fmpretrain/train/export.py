@@ -42,33 +42,68 @@ RELEASE_FORMAT = FORMAT_VERSION  # the name this module always exported
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, str, Path]:
-    """``(checkpoint dir, tag, run dir)`` from a run dir, its ``checkpoints/`` or one tag dir."""
+    """``(checkpoint dir, tag, run dir)`` from a run dir, its ``checkpoints/`` or one tag dir,
+    verified against its ``SHA256SUMS``.
+
+    For a run dir or ``checkpoints/`` the tag is the newest intact one (resume's choice), with
+    a warning for each newer one skipped and why; a damaged tag dir is refused
+    (:class:`~fmpretrain.train.checkpoints.CheckpointCorruptError`, naming the intact ones).
+    """
+    from fmpretrain.train.checkpoints import choose_checkpoint
+
     path = Path(path)
     if (path / CHECKPOINTS / "latest").exists():
         path = path / CHECKPOINTS
     if (path / "latest").exists():
-        tag = (path / "latest").read_text().strip()
+        tag = choose_checkpoint(
+            path, purpose="exporting", remedy="restore the files or export another run"
+        )
+        if tag is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint folder: nothing to export")
         return path, tag, path.parent
     if path.is_dir() and (path.parent / "latest").exists():
+        _check_intact(path.parent, path.name)
         return path.parent, path.name, path.parent.parent
     raise FileNotFoundError(
         f"{path} is not a pre-training run, its checkpoints/ folder or a checkpoint tag folder"
     )
 
 
-def consolidated_state_dict(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
-    """fp32 weights from a ZeRO 0/1/2/3 checkpoint, verified against its ``SHA256SUMS`` and
-    read with ``weights_only=True`` and the checkpoint allow-list."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    from fmpretrain.train.checkpoints import checkpoint_problem, deepspeed_loads_safely, safe_load
+def _check_intact(ckpt_dir: Path, tag: str) -> None:
+    """Refuse a damaged tag in one line that lists the intact ones to export instead."""
+    from fmpretrain.train.checkpoints import (
+        CheckpointCorruptError,
+        checkpoint_problem,
+        intact_checkpoints,
+    )
 
     tag_dir = ckpt_dir / tag
     if not tag_dir.is_dir():
         raise FileNotFoundError(f"no checkpoint {tag!r} in {ckpt_dir}")
     problem = checkpoint_problem(tag_dir)
     if problem is not None:
-        raise ValueError(f"checkpoint {tag_dir} is damaged: {problem}; export another tag")
+        intact = intact_checkpoints(ckpt_dir)
+        instead = (
+            f"export an intact one ({', '.join(intact)}) or the run folder (the newest intact)"
+            if intact
+            else f"no checkpoint in {ckpt_dir} is intact: restore the files"
+        )
+        raise CheckpointCorruptError(f"checkpoint {tag_dir} is damaged: {problem}; {instead}")
+
+
+def consolidated_state_dict(
+    ckpt_dir: Path, tag: str, *, verify: bool = True
+) -> dict[str, torch.Tensor]:
+    """fp32 weights from a ZeRO 0/1/2/3 checkpoint, verified against its ``SHA256SUMS``
+    (``verify=False``: the caller just did) and read with ``weights_only=True`` and the
+    checkpoint allow-list."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from fmpretrain.train.checkpoints import deepspeed_loads_safely, safe_load
+
+    tag_dir = ckpt_dir / tag
+    if verify:
+        _check_intact(ckpt_dir, tag)
     if list(tag_dir.glob("*optim_states.pt")):  # ZeRO 1/2/3: fp32 master weights
         with deepspeed_loads_safely():
             state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
@@ -119,6 +154,8 @@ def export_release(
 ) -> Path:
     """Write the release of a checkpoint into ``out``; return ``out``.
 
+    ``checkpoint``: a run dir or its ``checkpoints/`` (the newest intact checkpoint) or one
+    checkpoint tag dir (refused if damaged); see :func:`find_checkpoint`.
     ``results``: downstream results for the model card (a mapping, or a benchmark
     ``results.json`` whose per-task summaries are used).
     """
@@ -129,7 +166,7 @@ def export_release(
     if not run_file.exists():
         raise FileNotFoundError(f"{run_file} is missing: cannot tell which model this is")
     run = yaml.safe_load(run_file.read_text())
-    state = consolidated_state_dict(ckpt_dir, tag)
+    state = consolidated_state_dict(ckpt_dir, tag, verify=False)  # find_checkpoint verified it
     step = _step(tag)
     config: dict[str, Any] = {
         "format_version": FORMAT_VERSION,

@@ -13,7 +13,6 @@ descriptor hash recorded in its ``run.yaml`` and checkpoint.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import random
 import shutil
@@ -32,9 +31,9 @@ from fmpretrain.data.manifest import Manifest
 from fmpretrain.files import atomic_write_text
 from fmpretrain.train.checkpoints import (
     CheckpointCorruptError,
+    choose_checkpoint,
     install_safe_loading,
     seal,
-    select_checkpoint,
     unseal,
 )
 from fmpretrain.train.config import PretrainConfig
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
     from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -570,17 +568,14 @@ def _choose_checkpoint(ckpt_dir: Path, dist: DistInfo) -> str | None:
     for a fresh run; logs each newer checkpoint skipped and why."""
     choice: list[Any] = [None, None]  # tag, error
     if dist.is_main and ckpt_dir.is_dir():
-        tag, skipped = select_checkpoint(ckpt_dir)
-        for bad, why in skipped:
-            log.warning("skipping checkpoint %s: %s", ckpt_dir / bad, why)
-        if tag is not None and skipped:
-            log.warning("resuming from %s, the newest intact checkpoint", ckpt_dir / tag)
-        if tag is None and skipped:
-            choice[1] = (
-                f"no intact checkpoint in {ckpt_dir} ({skipped[0][0]}: {skipped[0][1]}): move "
-                "the folder away to start over, or restore the files"
+        try:
+            choice[0] = choose_checkpoint(
+                ckpt_dir,
+                purpose="resuming from",
+                remedy="move the folder away to start over, or restore the files",
             )
-        choice[0] = tag
+        except CheckpointCorruptError as err:
+            choice[1] = str(err)
     if dist.world_size > 1:
         torch.distributed.broadcast_object_list(choice, src=0)
     if choice[1] is not None:

@@ -1,5 +1,6 @@
-"""Fault table, training side: damaged shards stop training, damaged checkpoints are skipped,
-crafted checkpoints are refused without running, shards of another descriptor are refused."""
+"""Fault table, training side: damaged shards stop training, damaged checkpoints are skipped
+(resume and export) or refused (an export of that one), crafted checkpoints are refused without
+running, shards of another descriptor are refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
+from fmpretrain.cli import main as cli_main
 from fmpretrain.data.loader import ShardReadError
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.train.checkpoints import (
@@ -82,7 +85,7 @@ def test_damaged_newest_checkpoint_falls_back_to_older_intact_one(
         (newest / SUMS).unlink()
     else:  # one byte changed after it was sealed
         flip_low_bit(optim, optim.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger="fmpretrain.train.trainer"):
+    with caplog.at_level(logging.WARNING, logger="fmpretrain.train.checkpoints"):
         result = pretrain(config(tiny_shards_master, run_copy, "max_steps=6"), progress=False)
     assert result.resumed_from == 2 and result.step == 6
     why = "no SHA256SUMS" if damage == "half-written" else "differs from its sha256"
@@ -99,6 +102,49 @@ def test_no_intact_checkpoint_is_one_clear_error(run_copy, tiny_shards_master):
         (tag_dir / SUMS).unlink()
     with pytest.raises(CheckpointCorruptError, match=r"no intact checkpoint in .*no SHA256SUMS"):
         pretrain(config(tiny_shards_master, run_copy, "max_steps=6"), progress=False)
+
+
+def damage(tag_dir: Path) -> None:
+    """Flip one bit in the middle of the checkpoint's optimizer states (its fp32 weights)."""
+    optim = next(tag_dir.glob("*optim_states.pt"))
+    flip_low_bit(optim, optim.stat().st_size // 2)
+
+
+def test_export_falls_back_to_newest_intact_checkpoint(run_copy, tmp_path, caplog):
+    damage(run_copy / CHECKPOINTS / "step00000004")
+    with caplog.at_level(logging.WARNING, logger="fmpretrain.train.checkpoints"):
+        release = export_release(run_copy, tmp_path / "release")
+    cfg = yaml.safe_load((release / "config.yaml").read_text())
+    assert cfg["training"]["checkpoint"] == "step00000002" and cfg["training"]["steps"] == 2
+    assert any(
+        "skipping checkpoint" in r.message
+        and "step00000004" in r.message
+        and "differs from its sha256" in r.message
+        for r in caplog.records
+    )
+    assert any("exporting" in r.message and "step00000002" in r.message for r in caplog.records)
+    older = export_release(run_copy / CHECKPOINTS / "step00000002", tmp_path / "older")
+    weights, expected = (
+        load_file(release / "model.safetensors"),
+        load_file(older / "model.safetensors"),
+    )
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in weights)
+
+
+def test_export_of_a_damaged_tag_is_refused_naming_the_intact_ones(run_copy, tmp_path, capsys):
+    newest = run_copy / CHECKPOINTS / "step00000004"
+    damage(newest)
+    with pytest.raises(CheckpointCorruptError, match=r"step00000004 is damaged: .*step00000002"):
+        export_release(newest, tmp_path / "release")
+    assert cli_main(["export", str(newest), "--out", str(tmp_path / "release")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "step00000004" in error and "(step00000002)" in error, error
+    assert not (tmp_path / "release").exists()
+    for tag_dir in (run_copy / CHECKPOINTS).glob("step*"):
+        (tag_dir / SUMS).unlink()
+    with pytest.raises(CheckpointCorruptError, match=r"no intact checkpoint in .*no SHA256SUMS"):
+        export_release(run_copy, tmp_path / "release")
 
 
 class _WritesMarker:
