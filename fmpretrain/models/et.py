@@ -34,6 +34,8 @@ Implementation notes (speed; the arithmetic is that of the architecture above):
 - the first layer receives ``vec = 0``, so it has no ``vec`` projection and no vector gather;
   the last layer's vector output is read by nothing, so it computes no vector messages. The
   parameters that would only ever multiply zeros or feed unused outputs are not created.
+
+The cosine cutoff is the descriptors' (:func:`fmpretrain.descriptors.base.cosine_cutoff`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from fmpretrain.data.graphs import edge_vectors
+from fmpretrain.descriptors.base import cosine_cutoff
 
 
 def _shifted_softplus(x: Tensor) -> Tensor:
@@ -71,11 +74,6 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
         raise ValueError(
             f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}"
         ) from None
-
-
-def cosine_cutoff(r: Tensor, cutoff: float) -> Tensor:
-    """``0.5 (cos(pi r / r_c) + 1)`` for ``r < r_c``, else 0."""
-    return 0.5 * (torch.cos(r * (math.pi / cutoff)) + 1.0) * (r < cutoff).to(r.dtype)
 
 
 def _xavier_(weight: Tensor, blocks: list[tuple[int, int]]) -> None:
