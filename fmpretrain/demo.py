@@ -80,7 +80,6 @@ def run_demo(
     wandb_mode: str = "offline",
 ) -> dict[str, Any]:
     """Run every stage (reusing finished ones) and return the fine-tuning results."""
-    import torch
 
     from data_pipeline.config import FeaturizeConfig, SourceConfig
     from data_pipeline.driver import run_featurize, summary
@@ -90,10 +89,9 @@ def run_demo(
     from fmpretrain.train.export import CONFIG, export_release
     from fmpretrain.train.trainer import CHECKPOINTS, describe_validation, pretrain
 
-    # One thread for the in-process stages: with two threads, another busy process on the
-    # machine slowed pre-training about 10x (OpenMP threads waiting on each other), with one
-    # it stays near one core's speed (docs/benchmarks.md, "The demo").
-    torch.set_num_threads(1)
+    # Threads: pre-training and fine-tuning apply the thread policy (fmpretrain.threads): on a
+    # machine where another process keeps a core busy they take one thread, since two threads
+    # then ran about 10x slower (OpenMP threads waiting on each other; docs/benchmarks.md).
     sizes = SIZES[size]
     out = Path(out)
     paths = {

@@ -37,6 +37,7 @@ class PretrainConfig:
     grad_accum: int = 1
     max_atoms_per_batch: int = 512
     num_workers: int = 0
+    threads: int = 0  # torch threads per process; 0: auto (fmpretrain.threads)
     shuffle_buffer: int = 256
     val_shards: int = 1  # N shards held out for validation, spread evenly, ending at the last
     eval_every: int = 100
@@ -65,6 +66,7 @@ AT_LEAST = {
     "val_shards": 1,
     "keep_checkpoints": 0,
     "num_workers": 0,
+    "threads": 0,
     "shuffle_buffer": 0,
     "warmup_steps": 0,
 }
@@ -78,6 +80,7 @@ _MEANING = {
     "val_shards": "shards held out for the validation run every eval_every steps",
     "keep_checkpoints": "0 keeps every checkpoint",
     "num_workers": "0 loads in the training process",
+    "threads": "0 picks the usable cores per process, less those busy elsewhere",
     "shuffle_buffer": "0 does not mix samples across shards",
     "warmup_steps": "0 starts at the full learning rate",
 }

@@ -32,6 +32,7 @@ from fmpretrain.release_format import (
     write_checksums,
     write_model_card,
 )
+from fmpretrain.train.logging import log_release_artifact
 from fmpretrain.train.trainer import CHECKPOINTS, RUN_FILE
 
 __all__ = ["CHECKSUMS", "CONFIG", "RELEASE_FORMAT", "WEIGHTS", "export_release", "find_checkpoint"]
@@ -192,6 +193,10 @@ def export_release(
     write_checksums(out, [WEIGHTS, CONFIG, MODEL_CARD])
     verify_release(out)
     logger.info("exported %s (%s) to %s", ckpt_dir / tag, config["training"], out)
+    wandb_settings = (run.get("pretrain") or {}).get("wandb") or {}
+    artifact = log_release_artifact(run_dir, out, wandb_settings, config["training"])
+    if artifact:
+        logger.info("logged the release as W&B model artifact %s of the pre-training run", artifact)
     return out
 
 

@@ -83,3 +83,51 @@ def _stable_run_id(out: Path) -> str:
     import hashlib
 
     return hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+
+
+def log_release_artifact(
+    run_dir: Path, release_dir: Path, wandb_settings: dict[str, Any], training: dict[str, Any]
+) -> str | None:
+    """Log an exported release as a W&B ``model`` artifact of its pre-training run.
+
+    Only when the run itself logged to W&B (``wandb_settings``: its ``run.yaml``'s
+    ``pretrain.wandb``); the
+    run is resumed under its own id, offline unless a key is configured, so ``wandb sync``
+    uploads the artifact with the run. ``WANDB_MODE=disabled`` turns it off. Returns the
+    artifact's name, or None when nothing was logged.
+    """
+    settings = wandb_settings or {}
+    mode = settings.get("mode", "disabled")
+    if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
+        return None
+    import wandb
+
+    name = f"release-{_artifact_safe(Path(run_dir).resolve().name)}"
+    wandb_run = wandb.init(
+        project=settings.get("project") or "fmpretrain",
+        entity=settings.get("entity"),
+        dir=str(run_dir),
+        mode="online" if mode == "online" and _has_wandb_key() else "offline",
+        resume="allow",
+        id=_stable_run_id(run_dir),
+        job_type="pretrain",
+        settings=wandb.Settings(silent=True, console="off"),
+    )
+    try:
+        artifact = wandb.Artifact(
+            name,
+            type="model",
+            description="fmpretrain release: backbone weights, config, model card, SHA256SUMS",
+            metadata={k: training[k] for k in ("checkpoint", "steps") if k in training},
+        )
+        artifact.add_dir(str(release_dir))
+        aliases = ["latest"] + ([f"step{training['steps']}"] if "steps" in training else [])
+        wandb_run.log_artifact(artifact, aliases=aliases)
+    finally:
+        wandb_run.finish()
+    return name
+
+
+def _artifact_safe(name: str) -> str:
+    """W&B artifact names take letters, digits, '-', '_' and '.'."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -29,6 +30,7 @@ import yaml
 from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.files import atomic_write_text
+from fmpretrain.threads import set_threads
 from fmpretrain.train.checkpoints import (
     CheckpointCorruptError,
     choose_checkpoint,
@@ -100,6 +102,7 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     from fmpretrain.models import build_fingerprint_model
 
     dist = init_distributed()
+    set_threads(cfg.threads, local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     out = Path(cfg.out)
     manifest = Manifest.load(cfg.data)
     model_cfg = load_model_config(cfg.model, cfg.model_overrides)

@@ -210,6 +210,20 @@ def test_wandb_offline_run_is_written(shards, tmp_path):
     assert runs, "an offline W&B run directory should exist"
     assert list(runs[0].glob("*.wandb"))
 
+    # the export logs the release as a model artifact of the same (resumed) W&B run
+    export_release(tmp_path, tmp_path / "release")
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    records = b"".join(f.read_bytes() for run in runs for f in run.glob("*.wandb"))
+    name = f"release-{tmp_path.name}".encode()
+    assert name in records and b"model" in records
+    assert {run.name.rsplit("-", 1)[1] for run in runs} == {runs[0].name.rsplit("-", 1)[1]}
+
+
+def test_export_without_wandb_logs_no_artifact(shards, tmp_path):
+    pretrain(config(shards, tmp_path, "max_steps=2", "eval_every=2"), progress=False)
+    export_release(tmp_path, tmp_path / "release")
+    assert not (tmp_path / "wandb").exists()
+
 
 def audit(out: Path, rank: int) -> list[dict]:
     """The sample audit of one rank: ``{"epoch", "step", "keys"}`` per trained batch."""
