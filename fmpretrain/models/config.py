@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from fmpretrain.models.et import ACTIVATIONS, EquivariantTransformer
+from fmpretrain.models.et import ACTIVATIONS, ATTENTION_IMPLS, EquivariantTransformer
 from fmpretrain.models.heads import (
     POOLINGS,
     FingerprintHead,
@@ -22,6 +22,9 @@ from fmpretrain.neighbors import check_cutoff
 @dataclasses.dataclass
 class ModelConfig:
     """Hyperparameters of the ET backbone and of its heads.
+
+    A config without a later field (an older release or checkpoint) loads with its default:
+    ``attention_impl`` defaults to ``"reference"``, which computes the same function as before.
 
     The defaults are the paper's pre-training model (128 channels, 8 layers, 50 trainable
     exp-normal RBFs, 8 heads), except the cutoff: 6 Å here (the paper used 8 Å), the
@@ -43,6 +46,9 @@ class ModelConfig:
     vector_cutoff: bool = False
     activation_checkpointing: bool = False
     pair_edges: bool = True  # radial work once per pair of opposite edges (exact)
+    #: per-edge attention: "reference" (readable, plain autograd), "fused" (blocked CPU
+    #: kernel) or "auto" (fused on CPU, reference elsewhere); same weights, same function
+    attention_impl: str = "reference"
     head_hidden: int | None = None  # None: hidden_channels // 2
     head_layers: int = 1  # hidden layers of the head MLPs
 
@@ -62,6 +68,10 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name}={getattr(self, name)!r}; choose from {sorted(ACTIVATIONS)}"
                 )
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"ModelConfig.attention_impl={self.attention_impl!r}; choose from {ATTENTION_IMPLS}"
+            )
         if self.head_hidden is not None and self.head_hidden < 1:
             raise ValueError(f"ModelConfig.head_hidden must be positive, got {self.head_hidden}")
         if self.head_layers < 0:
@@ -122,6 +132,7 @@ def build_backbone(cfg: ModelConfig) -> EquivariantTransformer:
         vector_cutoff=cfg.vector_cutoff,
         activation_checkpointing=cfg.activation_checkpointing,
         pair_edges=cfg.pair_edges,
+        attention_impl=cfg.attention_impl,
     )
 
 

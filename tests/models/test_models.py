@@ -255,8 +255,9 @@ def test_backbone_state_dict_round_trip_into_property_model():
 def reference_backbone(model, data):
     """The ET forward in plain autograd ops, one row per edge, from ``model``'s weights.
 
-    Written from the architecture's formulas; shares no code with the fused, paired, blocked
-    implementation, which must give the same outputs and gradients.
+    Written from the architecture's formulas; shares no code with the model's implementations
+    (``reference``, and the fused, paired, blocked one), which must give the same outputs and
+    gradients.
     """
     src, dst = data.edge_index
     vec_e = edge_vectors(data)
@@ -314,12 +315,13 @@ def reference_backbone(model, data):
         (True, 32 * 7, False, True),  # a graph that is not symmetric: per-edge fallback
     ],
 )
+@pytest.mark.parametrize("impl", ["reference", "fused"])  # blocks matter only to fused
 def test_matches_plain_reference_with_gradients(
-    monkeypatch, pair, block_elements, vector_cutoff, drop_edge
+    monkeypatch, impl, pair, block_elements, vector_cutoff, drop_edge
 ):
     monkeypatch.setattr(et, "CPU_BLOCK_ELEMENTS", block_elements)
     torch.manual_seed(0)
-    cfg = ModelConfig(**TINY, pair_edges=pair, vector_cutoff=vector_cutoff)
+    cfg = ModelConfig(**TINY, pair_edges=pair, vector_cutoff=vector_cutoff, attention_impl=impl)
     model = build_backbone(cfg).double()
     for p in model.parameters():  # break the zero-bias initialisation
         p.data.add_(0.05 * torch.randn_like(p))
