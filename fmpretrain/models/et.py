@@ -27,7 +27,7 @@ gradient (``tests/models/test_attention_impl.py``, float64, 1e-10):
 - ``"fused"``: :class:`_EdgeAttention`, a hand-written autograd function that walks the edges
   in cache-sized blocks on CPU and keeps only node tensors and the ``[E, heads]`` attention
   logits for the backward, which recomputes each block: an order of magnitude less memory
-  kept for the backward, and on CPU as fast or faster (``benchmarks/attention_impl.py``
+  kept for the backward, at about the reference's speed on CPU (``benchmarks/attention_impl.py``
   measures the two). It computes in ``q``'s dtype (bf16 under bf16 autocast);
 - ``"auto"``: ``"fused"`` on CPU, ``"reference"`` elsewhere (see :func:`resolve_attention_impl`).
 
@@ -452,14 +452,14 @@ ATTENTION_IMPLS = ("reference", "fused", "auto")
 def resolve_attention_impl(impl: str, device: torch.device) -> str:
     """The implementation ``impl`` stands for on ``device``: ``"reference"`` or ``"fused"``.
 
-    ``"auto"`` is ``"fused"`` on CPU and ``"reference"`` elsewhere. On CPU (``small`` model,
-    one thread, ``benchmarks/attention_impl.py``) the fused kernel took 0.9-1.0x the
-    reference's CPU time per training step at 219 atoms and 0.9x at 489, and it keeps 14-20x
-    less memory for the backward (76 vs 1,114 MiB at 489 atoms): never slower to within the
-    noise, far leaner. On accelerators it runs as one block, so its cache blocking buys
-    nothing there, and plain autograd leaves autocast, profilers and compilers the whole graph
-    (not measured on a GPU; where activation memory limits a GPU run, ``"fused"`` or
-    activation checkpointing are the options).
+    ``"auto"`` is ``"fused"`` on CPU and ``"reference"`` elsewhere. On CPU
+    (``benchmarks/attention_impl.py``, one thread) the two take the same time per training
+    step to within the noise (reference / fused CPU time 0.95-0.97 for ``small`` at 219 atoms,
+    1.00-1.11 at 489, 1.01 for ``base``), and the fused kernel keeps 14-20x less memory for
+    the backward (``small``, 489 atoms: 76 vs 1,114 MiB): as fast, far leaner. On accelerators
+    it runs as one block, so its cache blocking buys nothing there, and plain autograd leaves
+    autocast, profilers and compilers the whole graph (not measured on a GPU; where activation
+    memory limits a GPU run, ``"fused"`` or activation checkpointing are the options).
     """
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"unknown attention_impl {impl!r}; choose from {ATTENTION_IMPLS}")
