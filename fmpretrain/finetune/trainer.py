@@ -241,7 +241,7 @@ def build_model(
     The head (and the backbone of a from-scratch model) is initialised from ``seed``, so a
     pre-trained and a scratch model built with the same seed start from the same head.
     """
-    if release is not None and release.model_config.to_dict() != model_config.to_dict():
+    if release is not None and release.model_config.function_dict() != model_config.function_dict():
         raise ValueError("the model config differs from the release's; use release.model_config")
     torch.manual_seed(seed)
     model = build_property_model(model_config, out_dim=out_dim, pooling=pooling)

@@ -18,6 +18,9 @@ from fmpretrain.models.heads import (
 )
 from fmpretrain.neighbors import check_cutoff
 
+#: Settings that choose how the model computes, not what (the paths are equal by test).
+IMPLEMENTATION_FIELDS = ("attention_impl", "activation_checkpointing")
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -115,6 +118,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def function_dict(self) -> dict[str, Any]:
+        """The settings that decide what the model computes (and which weights it has):
+        :meth:`to_dict` without :data:`IMPLEMENTATION_FIELDS`. Two configs with equal
+        function dicts give the same model, so a run may resume, and a release be fine-tuned,
+        under either."""
+        return {k: v for k, v in self.to_dict().items() if k not in IMPLEMENTATION_FIELDS}
 
 
 def build_backbone(cfg: ModelConfig) -> EquivariantTransformer:

@@ -640,12 +640,26 @@ def _write_run_record(out: Path, record: dict[str, Any]) -> None:
     if path.exists():
         old = yaml.safe_load(path.read_text())
         for key in ("model", "descriptor"):
-            if old.get(key) != json.loads(json.dumps(record[key])):
+            if _comparable(key, old.get(key)) != _comparable(key, record[key]):
                 raise ValueError(
                     f"{out} holds a run with a different {key} configuration; resume with the "
                     "same configuration or choose another out=DIR"
                 )
     path.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """What must match for a resume: the model's function (a run written before a field
+    existed gets its default; implementation choices may change), the descriptor as is."""
+    from fmpretrain.models import ModelConfig
+
+    value = json.loads(json.dumps(value))
+    if key == "model" and isinstance(value, dict):
+        try:
+            return ModelConfig.from_dict(value).function_dict()
+        except (TypeError, ValueError):
+            return value
+    return value
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

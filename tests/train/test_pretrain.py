@@ -199,6 +199,16 @@ def test_resume_with_another_model_is_refused(shards, tmp_path):
         pretrain(changed, progress=False)
 
 
+def test_resume_across_implementation_choices_and_older_run_records(shards, tmp_path):
+    pretrain(config(shards, tmp_path, "max_steps=2", "eval_every=2"), progress=False)
+    run_file = tmp_path / "run.yaml"
+    record = yaml.safe_load(run_file.read_text())
+    del record["model"]["attention_impl"]  # a run written before the field existed
+    run_file.write_text(yaml.safe_dump(record, sort_keys=False))
+    fused = config(shards, tmp_path, "max_steps=4", "model_overrides={attention_impl: fused}")
+    assert pretrain(fused, progress=False).step == 4
+
+
 def test_wandb_offline_run_is_written(shards, tmp_path):
     cfg = config(shards, tmp_path, "max_steps=2", "eval_every=2", "wandb.mode=offline")
     env = {k: os.environ.pop(k) for k in ("WANDB_API_KEY",) if k in os.environ}
