@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             if competitor.is_alive():
                 competitor.terminate()
     output = proc.stdout + proc.stderr
+    if args.out.is_dir():
+        (args.out / "demo-output.txt").write_text(output)  # the whole printout, for the record
     if proc.returncode != 0:
         print(output[-4000:])
         print(f"demo failed (exit {proc.returncode})")
