@@ -69,13 +69,14 @@ class FingerprintHead(nn.Module):
 
 
 def pool(values: Tensor, batch: Tensor, num_graphs: int, pooling: str) -> Tensor:
-    """Sum or mean of per-atom rows over each graph: ``[N, F] -> [num_graphs, F]``."""
-    out = values.new_zeros((num_graphs, values.shape[1])).index_add_(0, batch, values)
+    """Sum or mean of per-atom rows over each graph: ``[N, F] -> [num_graphs, F]`` (PyG's
+    global pooling; a graph without atoms pools to zeros)."""
+    from torch_geometric.nn import global_add_pool, global_mean_pool
+
     if pooling == "sum":
-        return out
+        return global_add_pool(values, batch, size=num_graphs)
     if pooling == "mean":
-        counts = torch.bincount(batch, minlength=num_graphs).clamp_(min=1)
-        return out / counts.unsqueeze(-1).to(out.dtype)
+        return global_mean_pool(values, batch, size=num_graphs)
     raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
 
 
