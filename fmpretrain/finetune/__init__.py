@@ -7,15 +7,12 @@ Talks to pre-training only through the release format (:mod:`fmpretrain.finetune
 >>> results = run_benchmark(cfg)  # doctest: +SKIP
 """
 
-from fmpretrain.finetune.benchmark import (
-    kfold_splits,
-    markdown_table,
-    plot_results,
-    run_benchmark,
-    run_finetune,
-)
+from fmpretrain.finetune.benchmark import run_benchmark, run_finetune
 from fmpretrain.finetune.data import BadEntriesError, LabelledDataset, build_graphs, read_labelled
+from fmpretrain.finetune.plots import plot_results
 from fmpretrain.finetune.release import Release, ReleaseError, load_release
+from fmpretrain.finetune.report import markdown_table
+from fmpretrain.finetune.splits import kfold_splits
 from fmpretrain.finetune.tasks import (
     OFFLINE_TASKS,
     DatasetUnavailableError,

@@ -20,12 +20,9 @@ from fmpretrain.finetune.baselines import (
     fit_mean,
     pooled_features,
 )
-from fmpretrain.finetune.benchmark import (
-    kfold_splits,
-    markdown_table,
-    run_benchmark,
-    train_val_split,
-)
+from fmpretrain.finetune.benchmark import run_benchmark
+from fmpretrain.finetune.report import markdown_table
+from fmpretrain.finetune.splits import kfold_splits, train_val_split
 from fmpretrain.finetune.tasks import load_task
 from fmpretrain.finetune.trainer import load_finetune_config
 from fmpretrain.structures import Structure

@@ -20,9 +20,10 @@ import yaml
 
 from fmpretrain.data.format import sha256_file
 from fmpretrain.finetune import release as release_mod
-from fmpretrain.finetune.benchmark import kfold_splits, run_benchmark
+from fmpretrain.finetune.benchmark import run_benchmark
 from fmpretrain.finetune.data import BadEntriesError, build_graphs, read_labelled
 from fmpretrain.finetune.release import ReleaseError, load_release
+from fmpretrain.finetune.splits import kfold_splits
 from fmpretrain.finetune.tasks import (
     DatasetUnavailableError,
     load_task,
