@@ -129,7 +129,8 @@ def test_a_missing_extra_is_one_line(args, absent, line, monkeypatch, capsys, tm
 
 
 def test_only_the_modules_a_run_uses_are_required(monkeypatch, tmp_path) -> None:
-    from fmpretrain.cli import _finetune_config, build_parser
+    from fmpretrain.cli import build_parser
+    from fmpretrain.cli.evaluation import _finetune_config
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(extras, "is_installed", lambda module: module not in {"wandb", "sklearn"})

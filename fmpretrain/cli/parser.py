@@ -1,15 +1,38 @@
-"""The ``fmpretrain`` command line: one entry point, one sub-command per stage."""
+"""The ``fmpretrain`` argument parser: the sub-commands, ``--print-config`` and the
+``KEY=VALUE`` overrides that may follow options."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from fmpretrain.cli.common import options_config
+from fmpretrain.cli.data import (
+    cmd_corpora,
+    cmd_descriptors,
+    cmd_download,
+    cmd_featurize,
+    cmd_fingerprint,
+    cmd_generate,
+    cmd_shards_verify,
+    fingerprint_config,
+    generate_config,
+)
+from fmpretrain.cli.evaluation import (
+    cmd_benchmark,
+    cmd_demo,
+    cmd_embed,
+    cmd_finetune,
+    cmd_predict,
+    demo_config,
+    finetune_config,
+)
+from fmpretrain.cli.training import cmd_export, cmd_pretrain, cmd_publish, pretrain_config
+
+__all__ = ["add_print_config", "build_parser", "parse_args"]
 
 DESCRIPTION = """\
 fmpretrain: pre-train graph neural networks for materials on cheap per-atom structural
@@ -35,15 +58,18 @@ Commands:
 Run `fmpretrain COMMAND --help` for the options of one command.
 """
 
+
 OVERRIDES_HELP = (
     "descriptor parameter overrides as key=value (OmegaConf dotlist), e.g. cutoff=5.0 "
     "zeta=[1,2,4]; see `fmpretrain descriptors` for the parameters"
 )
 
+
 PRINT_CONFIG_HELP = (
     "check the command line and the configuration as a run does, print the resolved "
     "configuration as YAML and exit without running anything"
 )
+
 
 FINETUNE_OVERRIDES_HELP = (
     "configuration overrides, e.g. pretrained=RELEASE_DIR out=DIR task=matbench_jdft2d "
@@ -447,554 +473,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.command is None:
-        build_parser().print_help()
-        return 0
-    from fmpretrain.config import config_yaml
-    from fmpretrain.extras import MissingExtraError, extra_of, missing_extra_message
-
-    try:
-        if getattr(args, "print_config", False):
-            sys.stdout.write(config_yaml(args.resolve_config(args)))
-            return 0
-        return int(args.func(args) or 0)
-    except MissingExtraError as err:
-        print(err, file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as err:
-        extra = extra_of(err.name)
-        if extra is None:
-            raise
-        print(missing_extra_message(args.command, extra), file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"fmpretrain {args.command}: error: {message}", file=sys.stderr)
-        return 2
-
-
-# ---------------------------------------------------------------------------- commands
-def descriptor_params(config: Path | None, overrides: Sequence[str]) -> dict[str, Any]:
-    """Merge a YAML file and ``key=value`` overrides into plain descriptor parameters."""
-    from omegaconf import OmegaConf
-
-    from fmpretrain.config import named_config, parse_overrides
-
-    dotlist = parse_overrides(overrides)
-    base = OmegaConf.load(named_config("descriptors", config)) if config else OmegaConf.create({})
-    merged = OmegaConf.merge(base, dotlist)
-    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
-
-
-# ------------------------------------------------------------- resolved configurations
-# One per command with --print-config; the command's run starts from the same function, so
-# `--print-config` accepts and refuses exactly what the run accepts and refuses.
-def options_config(args: argparse.Namespace) -> dict[str, Any]:
-    """A command without a configuration file: its options, as a run would use them."""
-    skip = {"command", "func", "resolve_config", "print_config"}
-    return {k: _plain(v) for k, v in vars(args).items() if k not in skip}
-
-
-def _plain(value: Any) -> Any:
-    """Paths as strings, sequences as lists (for YAML)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def demo_config(args: argparse.Namespace) -> dict[str, Any]:
-    """``demo``'s settings and the sizes of its stages."""
-    import dataclasses
-
-    from fmpretrain.demo import SIZES
-
-    size = "tiny" if args.quick else "full"
-    return {
-        "out": str(args.out),
-        "descriptor": args.descriptor,
-        "size": size,
-        "workers": args.workers,
-        "wandb_mode": args.wandb,
-        "stages": _plain(dataclasses.asdict(SIZES[size])),
-    }
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from fmpretrain.extras import require_extra
-
-    cfg = demo_config(args)
-    require_extra("demo", "all")
-    from fmpretrain.demo import run_demo
-
-    run_demo(
-        cfg["out"],
-        descriptor=cfg["descriptor"],
-        size=cfg["size"],
-        workers=cfg["workers"],
-        wandb_mode=cfg["wandb_mode"],
-    )
-    return 0
-
-
-def _fingerprint_descriptor(args: argparse.Namespace) -> Any:
-    """The descriptor a ``fingerprint`` command line asks for (unknown parameters: errors)."""
-    import torch
-
-    from fmpretrain.descriptors import get_descriptor
-
-    params = descriptor_params(args.config, args.overrides)
-    dtype = torch.float32 if args.float32 else torch.float64
-    return get_descriptor(args.descriptor, device=args.device, dtype=dtype, **params)
-
-
-def _min_distance(args: argparse.Namespace) -> float:
-    from fmpretrain.structures import DEFAULT_MIN_DISTANCE
-
-    return DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
-
-
-def fingerprint_config(args: argparse.Namespace) -> dict[str, Any]:
-    """``fingerprint``'s descriptor (name, every parameter, version) and options."""
-    descriptor = _fingerprint_descriptor(args)
-    return {
-        "descriptor": descriptor.config(),
-        "files": _plain(args.files),
-        "out": _plain(args.out),
-        "device": args.device,
-        "dtype": "float32" if args.float32 else "float64",
-        "min_distance": _min_distance(args),
-        "skip_invalid": args.skip_invalid,
-    }
-
-
-def cmd_fingerprint(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from fmpretrain.io import read_structures
-    from fmpretrain.structures import InvalidStructureError, validate
-
-    descriptor = _fingerprint_descriptor(args)
-    min_distance = _min_distance(args)
-    for path in args.files:
-        if not path.exists():
-            raise FileNotFoundError(f"no such file: {path}")
-
-    blocks, ids, n_atoms, numbers, rejected = [], [], [], [], []
-    start = time.perf_counter()
-    with tqdm(desc="fingerprints", unit=" structures", disable=None) as bar:
-        for path in args.files:
-            for structure in read_structures(path):
-                try:
-                    validate(structure, min_distance=min_distance)
-                except InvalidStructureError as err:
-                    if not args.skip_invalid:
-                        raise ValueError(
-                            f"{path}: {err} (use --skip-invalid to report and go on)"
-                        ) from err
-                    rejected.append(str(err))
-                    print(f"skipped {path}: {err}", file=sys.stderr)
-                    continue
-                blocks.append(descriptor(structure).cpu().numpy())
-                ids.append(structure.id)
-                n_atoms.append(len(structure))
-                numbers.append(structure.numbers)
-                bar.update()
-    elapsed = time.perf_counter() - start
-    if not blocks:
-        raise ValueError(f"no valid structures in {[str(p) for p in args.files]}")
-
-    features = np.concatenate(blocks)
-    print(f"descriptor   {descriptor.name}  dim={descriptor.dim}  hash={descriptor.hash}")
-    print(
-        f"structures   {len(blocks)} ({sum(n_atoms)} atoms) in {elapsed:.2f} s; "
-        f"{len(rejected)} rejected"
-    )
-    for sid, block in list(zip(ids, blocks, strict=True))[:5]:
-        print(f"  {sid:<30} shape={tuple(block.shape)}")
-    if len(blocks) > 5:
-        print(f"  ... {len(blocks) - 5} more")
-    print(f"fingerprints shape={tuple(features.shape)}  dtype={features.dtype}")
-    print(
-        f"  values: min={features.min():.4g} mean={features.mean():.4g} "
-        f"max={features.max():.4g}; all-zero columns: {int((features == 0).all(0).sum())}"
-    )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            args.out,
-            fingerprints=features,
-            n_atoms=np.asarray(n_atoms, dtype=np.int64),
-            ids=np.asarray(ids),
-            numbers=np.concatenate(numbers),
-            feature_names=np.asarray(descriptor.feature_names),
-            descriptor=np.asarray(json.dumps(descriptor.config())),
-        )
-        print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_featurize(args: argparse.Namespace) -> int:
-    from fmpretrain.extras import require_extra
-
-    require_extra("featurize", "ray")
-    from data_pipeline.cli import run
-
-    return run(args)
-
-
-def cmd_shards_verify(args: argparse.Namespace) -> int:
-    from fmpretrain.data.manifest import Manifest, verify_shards
-
-    manifest = Manifest.load(args.dir, check=False)  # verify_shards reports a bad checksum
-    problems = verify_shards(
-        args.dir, decode=not args.no_decode, deep=args.deep, inputs=args.inputs
-    )
-    for problem in problems:
-        print(f"PROBLEM {problem}")
-    status = "FAILED" if problems else "OK"
-    print(
-        f"{status}: {len(manifest.shards)} shards, {manifest.n_samples} samples, "
-        f"{len(problems)} problem(s) in {args.dir}"
-    )
-    return 1 if problems else 0
-
-
-def pretrain_config(args: argparse.Namespace) -> Any:
-    """``pretrain``'s configuration with the ``--deepspeed-config`` entries merged in; the
-    model it names must resolve (a wrong name fails here, not after the launcher started)."""
-    from omegaconf import OmegaConf
-
-    from fmpretrain.config import load_yaml, named_config
-    from fmpretrain.models import ModelConfig
-    from fmpretrain.train.config import load_pretrain_config
-
-    cfg = load_pretrain_config(args.config, args.overrides)
-    if args.deepspeed_config:
-        path = named_config("deepspeed", args.deepspeed_config)
-        extra = OmegaConf.to_container(load_yaml(path), resolve=True)
-        cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
-    ModelConfig.from_name(cfg.model, cfg.model_overrides)
-    return cfg
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from fmpretrain.extras import require_extra
-
-    cfg = pretrain_config(args)
-    wandb = ["wandb"] if cfg.wandb.mode != "disabled" else []
-    require_extra("pretrain", "train", ["deepspeed", "webdataset", *wandb])
-    from fmpretrain.train.trainer import describe_validation, pretrain
-
-    result = pretrain(cfg, progress=not args.no_progress)
-    import torch.distributed as torch_dist
-
-    if not torch_dist.is_initialized() or torch_dist.get_rank() == 0:
-        print(f"{result.status} at step {result.step}; checkpoint {result.checkpoint}")
-        if result.last_val:
-            print(f"  validation: {describe_validation(result.last_val)}")
-        print(f"  export a release: fmpretrain export {result.out} --out RELEASE_DIR")
-    return 0 if result.status == "finished" else 3
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from fmpretrain.extras import require_extra
-
-    require_extra("export", "train", ["deepspeed"])
-    from fmpretrain.train.export import export_release
-
-    out = export_release(args.checkpoint, args.out, results=args.results)
-    print(f"wrote release {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    from fmpretrain.hub import HubError, publish
-
-    if args.to is not None:
-        return _publish_hf(args)
-    if args.private:
-        print("fmpretrain publish: error: --private needs --to hf://ORG/REPO", file=sys.stderr)
-        return 2
-    try:
-        archive, entry = publish(args.release, url=args.url, name=args.name, out=args.out)
-    except HubError as err:
-        print(f"fmpretrain publish: error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(entry.to_dict(), indent=2))
-    print(f"wrote {archive} ({entry.size} bytes, sha256 {entry.sha256})", file=sys.stderr)
-    if args.url is None:
-        print(
-            "url is the local file; upload the archive and replace it (or pass --url)",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _publish_hf(args: argparse.Namespace) -> int:
-    """``publish RELEASE_DIR --to hf://ORG/REPO``: upload; print the pinned address."""
-    from fmpretrain import hf
-    from fmpretrain.hub import HubError
-    from fmpretrain.release_format import ReleaseError
-
-    if args.url is not None or args.out is not None or args.name is not None:
-        print("fmpretrain publish: error: --url, --out and --name are for archives, not --to",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    try:
-        done = hf.publish(args.release, args.to, private=True if args.private else None)
-    except (HubError, ReleaseError) as err:
-        print(f"fmpretrain publish: error: {err}", file=sys.stderr)
-        return 2
-    print(done.address)
-    print(
-        f"uploaded {', '.join(done.files)} to {hf.endpoint()}/{done.address.repo_id} "
-        f"(commit {done.commit})",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def cmd_download(args: argparse.Namespace) -> int:
-    from fmpretrain.hub import HubError, load_pretrained, load_registry
-
-    try:
-        if args.list:
-            for entry in load_registry(args.registry, cache_dir=args.cache_dir).values():
-                d = entry.descriptor
-                print(
-                    f"{entry.name}: {d.get('name')} (dim={d.get('dim')} hash={d.get('hash')}) "
-                    f"{entry.size} bytes {entry.url}"
-                )
-            return 0
-        if args.source is None:
-            raise HubError("give a release NAME or URL (or --list)")
-        path = load_pretrained(
-            args.source,
-            sha256=args.sha256,
-            registry=args.registry,
-            cache_dir=args.cache_dir,
-            progress=False if args.no_progress else None,
-        )
-    except HubError as err:
-        print(f"fmpretrain download: error: {err}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-def cmd_corpora(args: argparse.Namespace) -> int:
-    from fmpretrain.corpora import CorpusError, corpus_files, list_corpora
-    from fmpretrain.download import DownloadError
-
-    if args.corpora_command == "list":
-        rows = [("NAME", "FORMAT", "FILES", "SIZE", "PINNED", "LICENCE")]
-        for entry in list_corpora():
-            n_pinned = sum(f.pinned for f in entry.files)
-            pinned = (
-                "yes" if entry.pinned else f"{n_pinned}/{len(entry.files)}" if n_pinned else "no"
-            )
-            rows.append(
-                (
-                    entry.name,
-                    entry.format,
-                    str(len(entry.files)),
-                    _human_bytes(entry.total_bytes, exact=all(f.size for f in entry.files)),
-                    pinned,
-                    entry.licence + (" [shipped]" if entry.shipped else ""),
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
-        return 0
-    try:
-        paths = corpus_files(args.name, args.cache, progress=False if args.no_progress else None)
-    except (CorpusError, DownloadError) as err:
-        print(f"fmpretrain corpora: error: {err}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
-
-
-def _human_bytes(size: int | None, *, exact: bool = True) -> str:
-    """``3.7 MB``; ``~12.0 GB`` for an approximate size; ``?`` when unknown."""
-    if size is None:
-        return "?"
-    value, unit = float(size), "B"
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            break
-        value /= 1000
-    text = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-    return text if exact else f"~{text}"
-
-
-def finetune_config(args: argparse.Namespace) -> Any:
-    """``finetune``/``benchmark``'s configuration (``--data FILE`` is ``data=FILE``); without a
-    release, the from-scratch model it names must resolve."""
-    from fmpretrain.finetune.trainer import load_finetune_config, resolve_model_config
-
-    overrides = list(args.overrides)
-    if args.data is not None:
-        overrides.append(f"data={args.data}")
-        if not any(o.split("=", 1)[0] == "task" for o in overrides):
-            overrides.append("task=null")  # the dataset is named after the file
-    cfg = load_finetune_config(args.config, overrides)
-    if cfg.pretrained is None:
-        resolve_model_config(cfg.model, dict(cfg.model_overrides))
-    return cfg
-
-
-def _finetune_config(args: argparse.Namespace) -> Any:
-    """The fine-tuning configuration, once the extra modules it needs are known to be there."""
-    from fmpretrain.extras import require_extra
-
-    cfg = finetune_config(args)
-    modules = ["wandb"] if cfg.wandb.mode != "disabled" else []
-    if args.command == "benchmark":
-        modules += ["matplotlib", *(["sklearn"] if cfg.baselines else [])]
-    require_extra(args.command, "train", modules)
-    return cfg
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from fmpretrain.finetune.benchmark import run_finetune
-
-    cfg = _finetune_config(args)
-    report = run_finetune(cfg)
-    for task in report["tasks"]:
-        metric = task["metric"]
-        for mode in ("pretrained", "scratch"):
-            if task.get(mode):
-                print(f"{task['task']} {mode}: test {metric} {task[mode]['mean']:.5g}")
-        if task["improvement_pct"] is not None:
-            print(f"{task['task']} improvement over scratch: {task['improvement_pct']:+.1f}%")
-    print(f"wrote {Path(cfg.out) / 'finetune.json'} and the fine-tuned weights under {cfg.out}")
-    return 0
-
-
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    from fmpretrain.finetune.benchmark import run_benchmark
-
-    cfg = _finetune_config(args)
-    run_benchmark(cfg, releases=args.releases)
-    out = Path(cfg.out)
-    print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
-    return 0
-
-
-def cmd_descriptors(args: argparse.Namespace) -> int:
-    from fmpretrain.descriptors import available_descriptors, get_descriptor
-
-    for name in available_descriptors():
-        d = get_descriptor(name)
-        print(f"{name}: dim={d.dim} hash={d.hash}")
-        for key, value in d.config()["params"].items():
-            print(f"  {key} = {value}")
-    return 0
-
-
-def _generator(args: argparse.Namespace) -> Any:
-    """The lazy stream of ``generate`` (its arguments are checked here, nothing is built)."""
-    from fmpretrain.generate import generate_structures
-
-    if args.n < 1:
-        raise ValueError(f"n must be at least 1, got {args.n}")
-    return generate_structures(args.n, seed=args.seed, max_atoms=args.max_atoms)
-
-
-def generate_config(args: argparse.Namespace) -> dict[str, Any]:
-    """``generate``'s settings, checked as the run checks them."""
-    _generator(args)
-    return options_config(args)
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from fmpretrain.io import write_structures
-
-    structures = list(
-        tqdm(
-            _generator(args),
-            total=args.n,
-            desc="generate",
-            unit=" structures",
-            disable=None,
-        )
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_structures(args.out, structures)
-    atoms = sum(len(s) for s in structures)
-    print(f"wrote {len(structures)} structures ({atoms} atoms) to {args.out}")
-    return 0
-
-
-def _load_model(args: argparse.Namespace):
-    """The model and the structures of a ``predict``/``embed`` command (hub errors: one line)."""
-    from fmpretrain.api import as_structures, load
-    from fmpretrain.hub import HubError
-
-    for path in args.files:
-        if not path.exists():
-            raise FileNotFoundError(f"no such file: {path}")
-    try:
-        model = load(args.model, device=args.device, max_atoms=args.max_atoms)
-    except HubError as err:
-        raise ValueError(str(err)) from err
-    return model, as_structures(list(args.files))
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-
-    model, structures = _load_model(args)
-    predictions = model.predict(structures)
-    target = model.target
-    has_target = any(target in s.properties for s in structures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "prediction"] + (["target"] if has_target else []))
-        for s, value in zip(structures, predictions, strict=True):
-            row = [s.id, value] + ([s.properties.get(target, "")] if has_target else [])
-            writer.writerow(row)
-    unit = f" ({model.unit})" if model.unit else ""
-    print(f"wrote {len(structures)} predictions of {target}{unit} to {args.out}")
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    model, structures = _load_model(args)
-    embeddings = model.embed(structures, per_atom=args.per_atom)
-    arrays = {"ids": np.asarray([s.id for s in structures], dtype=str)}
-    if args.per_atom:
-        arrays["embeddings"] = np.concatenate(embeddings).astype(np.float32)
-        arrays["n_atoms"] = np.asarray([len(s) for s in structures], dtype=np.int64)
-    else:
-        arrays["embeddings"] = np.asarray(embeddings, dtype=np.float32)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "wb") as handle:  # the exact name (np.savez would add .npz)
-        np.savez(handle, **arrays)
-    shape = tuple(arrays["embeddings"].shape)
-    print(f"wrote embeddings {shape} of {len(structures)} structures to {args.out}")
-    return 0
-
-
 def _version() -> str:
     from fmpretrain import __version__
 
     return f"fmpretrain {__version__}"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

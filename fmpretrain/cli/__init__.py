@@ -1,0 +1,43 @@
+"""The ``fmpretrain`` command line: one entry point, one sub-command per stage.
+
+The parser is :mod:`fmpretrain.cli.parser`; the commands live in :mod:`~fmpretrain.cli.data`,
+:mod:`~fmpretrain.cli.training` and :mod:`~fmpretrain.cli.evaluation`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from fmpretrain.cli.parser import add_print_config, build_parser, parse_args
+
+__all__ = ["add_print_config", "build_parser", "main", "parse_args"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``fmpretrain`` command line; return its exit status."""
+    args = parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    from fmpretrain.config import config_yaml
+    from fmpretrain.extras import MissingExtraError, extra_of, missing_extra_message
+
+    try:
+        if getattr(args, "print_config", False):
+            sys.stdout.write(config_yaml(args.resolve_config(args)))
+            return 0
+        return int(args.func(args) or 0)
+    except MissingExtraError as err:
+        print(err, file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = extra_of(err.name)
+        if extra is None:
+            raise
+        print(missing_extra_message(args.command, extra), file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"fmpretrain {args.command}: error: {message}", file=sys.stderr)
+        return 2
