@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -32,3 +34,25 @@ class ChannelMetrics:
         r2 = 1 - self.sums[2] / sst
         r2 = torch.where(sst > 1e-12 * n, r2, torch.full_like(r2, float("nan")))
         return {"mae": self.sums[1] / n, "rmse": (self.sums[2] / n).sqrt(), "r2": r2}
+
+
+def validation_record(
+    values: dict[str, torch.Tensor], std: torch.Tensor, loss_sum: float, atoms: int
+) -> dict[str, float]:
+    """The ``val/*`` record from :meth:`ChannelMetrics.compute` values, the fingerprints' std
+    (for MAE/std), and the atom-weighted loss sum over ``atoms`` atoms."""
+    mae, r2_all = values["mae"], values["r2"]
+    r2 = r2_all[~r2_all.isnan()]
+    mae_normalized = mae / std.to(mae)
+    record: dict[str, float] = {
+        "val/loss": float(loss_sum / max(atoms, 1)),
+        "val/mae_mean": float(mae.mean()),
+        "val/mae_normalized_mean": float(mae_normalized.mean()),
+        "val/r2_mean": float(r2.mean()) if len(r2) else math.nan,
+        "val/r2_median": float(r2.median()) if len(r2) else math.nan,
+        "val/atoms": int(atoms),
+    }
+    for k in range(len(mae)):
+        record[f"val/mae/{k}"] = float(mae[k])
+        record[f"val/r2/{k}"] = float(r2_all[k])
+    return record

@@ -19,7 +19,9 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.files import atomic_write_text
 from fmpretrain.threads import set_threads
+from fmpretrain.train.batches import TrainBatch, TrainBatches
 from fmpretrain.train.checkpoints import (
     CheckpointCorruptError,
     choose_checkpoint,
@@ -41,7 +44,7 @@ from fmpretrain.train.checkpoints import (
 from fmpretrain.train.config import PretrainConfig
 from fmpretrain.train.distributed import DistInfo, init_distributed
 from fmpretrain.train.logging import RunLogger
-from fmpretrain.train.metrics import ChannelMetrics
+from fmpretrain.train.metrics import ChannelMetrics, validation_record
 from fmpretrain.train.schedule import warmup_cosine
 
 RUN_FILE = "run.yaml"
@@ -49,7 +52,7 @@ CHECKPOINTS = "checkpoints"
 if TYPE_CHECKING:
     from torch_geometric.data import Batch
 
-    from fmpretrain.data.loader import ShardLoader
+    from fmpretrain.data.loader import Normalizer, ShardLoader
     from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -158,20 +161,19 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     stop = _StopFlag()
     stop.install()
     try:
-        status, last_val, checkpoint = _train_loop(
+        run = _Run(
             cfg,
             dist,
             engine,
             scheduler,
             state,
-            manifest,
             normalizer,
             logger,
             stop,
-            progress,
-            cutoff=model_cfg.cutoff,
+            cutoff=float(model_cfg.cutoff),
             descriptor_hash=descriptor_hash,
         )
+        status, last_val, checkpoint = _train_loop(run, progress=progress)
     finally:
         stop.restore()
         logger.close()
@@ -217,159 +219,167 @@ def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
     return _deep_merge(config, cfg.deepspeed)
 
 
-def _train_loop(
-    cfg,
-    dist,
-    engine,
-    scheduler,
-    state,
-    manifest,
-    normalizer,
-    logger,
-    stop,
-    progress,
-    *,
-    cutoff,
-    descriptor_hash,
-):
+@dataclass
+class _Run:
+    """What the training loop works with."""
+
+    cfg: PretrainConfig
+    dist: DistInfo
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any  # its LR scheduler
+    state: TrainState
+    normalizer: Normalizer
+    logger: RunLogger
+    stop: _StopFlag
+    cutoff: float
+    descriptor_hash: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def due(step: int, every: int, max_steps: int) -> bool:
+    """Whether a periodic action (log, evaluate, checkpoint) runs after optimizer step ``step``:
+    every ``every`` steps and after the last one."""
+    return step % every == 0 or step == max_steps
+
+
+def _train_loop(run: _Run, *, progress: bool) -> tuple[str, dict[str, float] | None, Path | None]:
+    """Train up to ``max_steps`` (or a stop); returns the status, last validation, checkpoint."""
     from tqdm import tqdm
 
-    from fmpretrain.data.loader import build_loader
-
-    model_cutoff = float(cutoff)
-    loss_fn = _loss_function(cfg.loss)
-    out = Path(cfg.out)
-    last_val: dict[str, float] | None = None
-    checkpoint: Path | None = None
-    window = _Window()
+    cfg, engine = run.cfg, run.engine
+    micro = iter(
+        TrainBatches(
+            run.state,
+            partial(_train_loader, run),
+            agree=partial(_agree, dist=run.dist),
+            rank=run.dist.rank,
+        )
+    )
+    train_step = _TrainStep(run)
+    last_val, checkpoint = None, None
     bar = tqdm(
         total=cfg.max_steps,
         initial=engine.global_steps,
         desc="pretrain",
         unit="step",
-        disable=not (progress and dist.is_main) or None,
+        disable=not (progress and run.dist.is_main) or None,
     )
-    status = "finished"
-    audit = _SampleAudit(out, dist.rank) if cfg.audit_samples else None
     try:
         while engine.global_steps < cfg.max_steps:
-            loader = build_loader(
-                cfg.data,
-                cutoff=model_cutoff,
-                max_atoms_per_batch=cfg.max_atoms_per_batch,
-                seed=cfg.seed,
-                epoch=state.epoch,
-                rank=dist.rank,
-                world_size=dist.world_size,
-                num_workers=cfg.num_workers,
-                shuffle_buffer=cfg.shuffle_buffer,
-                split="train",
-                val_shards=cfg.val_shards,
-                skip_batches=state.batches_in_epoch,
-                expected_descriptor_hash=descriptor_hash,
-            )
-            for batch, weight in _balanced(loader, dist):
-                batch = batch.to(dist.device)
-                step_before = engine.global_steps
-                prediction = engine(batch)
-                loss = loss_fn(prediction.float(), batch.y)
-                engine.backward(loss * weight)
-                engine.step()
-                state.batches_in_epoch += 1
-                if weight:
-                    if audit is not None:
-                        audit.write(state.epoch, step_before, batch.key)
-                    state.samples_seen += int(batch.num_graphs)
-                    state.atoms_seen += int(batch.num_nodes)
-                    window.add(loss.item(), int(batch.num_nodes))
-                if engine.global_steps == step_before:
-                    continue  # inside a gradient-accumulation cycle
-                step = engine.global_steps
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    record = window.flush(dist)
-                    record.update(
-                        lr=scheduler.get_last_lr()[0],
-                        epoch=state.epoch,
-                        grad_norm=_grad_norm(engine),
-                        **_memory(dist),
-                    )
-                    bar.set_postfix(loss=f"{record['train/loss']:.4f}", refresh=False)
-                    logger.log(record, step)
-                if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    last_val = evaluate(
-                        cfg, dist, engine, normalizer, model_cutoff, descriptor_hash=descriptor_hash
-                    )
-                    logger.log(last_val, step)
-                    if dist.is_main:
-                        bar.write(f"step {step}: {describe_validation(last_val)}")
-                stopping = _agree(stop.raised, dist) or (
-                    cfg.stop_after is not None and step >= cfg.stop_after
-                )
-                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopping:
-                    checkpoint = save_checkpoint(
-                        engine, state, out, cfg.keep_checkpoints, dist, descriptor_hash
-                    )
-                if stopping:
-                    status = "preempted" if stop.raised else "stopped"
-                    return status, last_val, checkpoint
-                if step >= cfg.max_steps:
-                    break
-            else:
-                state.epoch += 1
-                state.batches_in_epoch = 0
-                continue
-            break
+            step = train_step(micro)
+            bar.update(1)
+            if due(step, cfg.log_every, cfg.max_steps):
+                _log_train(run, train_step.log_record(), step, bar)
+            if due(step, cfg.eval_every, cfg.max_steps):
+                last_val = _validate(run, step, bar)
+            stopping = _agree(run.stop.raised, run.dist) or reached(step, cfg.stop_after)
+            if stopping or due(step, cfg.checkpoint_every, cfg.max_steps):
+                checkpoint = _save(run)
+            if stopping:
+                return ("preempted" if run.stop.raised else "stopped"), last_val, checkpoint
     finally:
         bar.close()
+        micro.close()
     if checkpoint is None or not checkpoint.name.endswith(f"{engine.global_steps:08d}"):
-        checkpoint = save_checkpoint(
-            engine, state, out, cfg.keep_checkpoints, dist, descriptor_hash
+        checkpoint = _save(run)
+    return "finished", last_val, checkpoint
+
+
+def reached(step: int, stop_after: int | None) -> bool:
+    """Whether ``stop_after`` (a step, or ``None`` for never) is reached at ``step``."""
+    return stop_after is not None and step >= stop_after
+
+
+def _log_train(run: _Run, record: dict[str, float], step: int, bar: Any) -> None:
+    bar.set_postfix(loss=f"{record['train/loss']:.4f}", refresh=False)
+    run.logger.log(record, step)
+
+
+def _validate(run: _Run, step: int, bar: Any) -> dict[str, float]:
+    record = evaluate(
+        run.cfg,
+        run.dist,
+        run.engine,
+        run.normalizer,
+        run.cutoff,
+        descriptor_hash=run.descriptor_hash,
+    )
+    run.logger.log(record, step)
+    if run.dist.is_main:
+        bar.write(f"step {step}: {describe_validation(record)}")
+    return record
+
+
+class _TrainStep:
+    """One optimizer step: forward and backward over micro-batches until the engine steps."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.loss_fn = _loss_function(run.cfg.loss)
+        self.window = _Window()
+        self.audit = _SampleAudit(run.out, run.dist.rank) if run.cfg.audit_samples else None
+
+    def __call__(self, micro: Iterator[TrainBatch[Batch]]) -> int:
+        """Train on micro-batches from ``micro`` up to the next optimizer step; its number."""
+        run, engine, state = self.run, self.run.engine, self.run.state
+        step_before = engine.global_steps
+        while engine.global_steps == step_before:  # gradient accumulation
+            item = next(micro)
+            batch = item.batch.to(run.dist.device)
+            prediction = engine(batch)
+            loss = self.loss_fn(prediction.float(), batch.y)
+            engine.backward(loss * item.weight)
+            engine.step()
+            if item.weight:
+                if self.audit is not None:
+                    self.audit.write(item.epoch, step_before, batch.key)
+                state.samples_seen += int(batch.num_graphs)
+                state.atoms_seen += int(batch.num_nodes)
+                self.window.add(loss.item(), int(batch.num_nodes))
+        return engine.global_steps
+
+    def log_record(self) -> dict[str, float]:
+        """Loss and throughput since the last record, lr, epoch, gradient norm, memory."""
+        run = self.run
+        record = self.window.flush(run.dist)
+        record.update(
+            lr=run.scheduler.get_last_lr()[0],
+            epoch=run.state.epoch,
+            grad_norm=_grad_norm(run.engine),
+            **_memory(run.dist),
         )
-    return status, last_val, checkpoint
+        return record
 
 
-def _balanced(loader, dist: DistInfo):
-    """Yield ``(batch, weight)`` so that every rank takes the same number of steps.
+def _train_loader(run: _Run, epoch: int, skip_batches: int) -> ShardLoader:
+    """This rank's training loader for ``epoch``, after its first ``skip_batches`` batches."""
+    from fmpretrain.data.loader import build_loader
 
-    Ranks whose share of the epoch is exhausted repeat their last batch with weight 0 until
-    all ranks are done: every sample counts exactly once per epoch and no rank hangs.
-    """
-    iterator = iter(loader)
-    last = None
-    while True:
-        batch = next(iterator, None)
-        if not _agree(batch is not None, dist):
-            return
-        if batch is None:
-            if last is None and loader.skip_batches:
-                # resumed past the end of this rank's share (the checkpoint fell after it, while
-                # another rank still had batches): the skip left no batch to pad with, so pad
-                # with the first of the share; at weight 0 its content changes nothing
-                last = _first_batch(loader)
-            if last is None:
-                raise RuntimeError(
-                    f"rank {dist.rank} got no training data: use at least as many training "
-                    "shards as ranks x loader workers"
-                )
-            yield last, 0.0
-        else:
-            last = batch
-            yield batch, 1.0
+    cfg = run.cfg
+    return build_loader(
+        cfg.data,
+        cutoff=run.cutoff,
+        max_atoms_per_batch=cfg.max_atoms_per_batch,
+        seed=cfg.seed,
+        epoch=epoch,
+        rank=run.dist.rank,
+        world_size=run.dist.world_size,
+        num_workers=cfg.num_workers,
+        shuffle_buffer=cfg.shuffle_buffer,
+        split="train",
+        val_shards=cfg.val_shards,
+        skip_batches=skip_batches,
+        expected_descriptor_hash=run.descriptor_hash,
+    )
 
 
-def _first_batch(loader: ShardLoader) -> Batch | None:
-    """The first batch of this rank's share of the loader's epoch, or ``None`` if it has none.
-
-    Read in this process, not through DataLoader workers, which would draw a seed from the
-    global torch RNG and so leave it where an uninterrupted run would not.
-    """
-    loader.set_epoch(loader.epoch, skip_batches=0)
-    batches = iter(loader.dataset)
-    try:
-        return next(batches, None)
-    finally:
-        batches.close()
+def _save(run: _Run) -> Path:
+    return save_checkpoint(
+        run.engine, run.state, run.out, run.cfg.keep_checkpoints, run.dist, run.descriptor_hash
+    )
 
 
 def _agree(flag: bool, dist: DistInfo) -> bool:
@@ -417,21 +427,9 @@ def evaluate(
     metrics.all_reduce()
     if dist.world_size > 1:
         torch.distributed.all_reduce(loss_sum)
-    values = metrics.compute()
-    r2 = values["r2"][~values["r2"].isnan()]
-    mae_normalized = values["mae"] / normalizer.std.to(values["mae"])
-    record = {
-        "val/loss": float(loss_sum[0] / loss_sum[1].clamp(min=1)),
-        "val/mae_mean": float(values["mae"].mean()),
-        "val/mae_normalized_mean": float(mae_normalized.mean()),
-        "val/r2_mean": float(r2.mean()) if len(r2) else math.nan,
-        "val/r2_median": float(r2.median()) if len(r2) else math.nan,
-        "val/atoms": int(loss_sum[1]),
-    }
-    for k in range(dim):
-        record[f"val/mae/{k}"] = float(values["mae"][k])
-        record[f"val/r2/{k}"] = float(values["r2"][k])
-    return record
+    return validation_record(
+        metrics.compute(), normalizer.std, float(loss_sum[0]), int(loss_sum[1])
+    )
 
 
 def describe_validation(record: dict[str, float]) -> str:
