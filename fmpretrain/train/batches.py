@@ -99,11 +99,19 @@ class TrainBatches:
         while True:
             loader = self.make_loader(position.epoch, position.batches_in_epoch)
             first = partial(first_batch, loader) if loader.skip_batches else None
+            handed_out = 0
             for batch, weight in balanced(
                 loader, agree=self.agree, first_batch=first, rank=self.rank
             ):
                 position.batches_in_epoch += 1
+                handed_out += 1
                 yield TrainBatch(position.epoch, batch, weight)
+            if handed_out == 0 and not loader.skip_batches:
+                # every rank's share was empty: another epoch would be empty too
+                raise RuntimeError(
+                    f"epoch {position.epoch} has no training batch on any rank: the training "
+                    "shards hold no samples; check the shard directory and val_shards"
+                )
             position.epoch += 1
             position.batches_in_epoch = 0
 

@@ -330,3 +330,11 @@ def test_users_deepspeed_entries_are_merged_deeply_and_last():
         "offload_optimizer": {"device": "cpu"},
         "stage": 3,
     }  # the user's dict is left as it was
+
+
+def test_an_epoch_without_any_training_batch_is_an_error_not_an_endless_loop():
+    state = TrainState()
+    batches = TrainBatches(state, lambda epoch, skip: ListLoader({0: []}, epoch, skip),
+                           agree=lambda mine: mine, rank=0)  # fmt: skip
+    with pytest.raises(RuntimeError, match="no training batch on any rank"):
+        next(iter(batches))
