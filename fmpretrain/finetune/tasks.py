@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmpretrain.download import cache_root
 from fmpretrain.finetune.data import LabelledDataset, read_labelled
 from fmpretrain.structures import DEFAULT_MIN_DISTANCE, InvalidStructureError, Structure, validate
 
@@ -58,7 +59,6 @@ __all__ = [
     "REAL_TASKS",
     "DatasetUnavailableError",
     "TaskSpec",
-    "cache_dir",
     "emt_structures",
     "load_task",
     "make_emt_task",
@@ -78,7 +78,6 @@ EMT_FAMILIES = ("fcc", "bcc", "hcp", "L1_2", "cesium-chloride", "heusler", "rand
 EMT_TASK_VERSION = 1
 MATBENCH_URL = "https://ml.materialsproject.org/projects"
 MATBENCH_URL_ENV = "FMPRETRAIN_MATBENCH_URL"
-CACHE_ENV = "FMPRETRAIN_CACHE"
 #: MatBench v0.1 tasks whose inputs are compositions, not structures: not for a GNN.
 MATBENCH_COMPOSITION_ONLY = (
     "matbench_expt_gap",
@@ -213,18 +212,6 @@ def task_spec(name: str) -> TaskSpec:
     return TaskSpec(name, None, "mean", source="file")
 
 
-def cache_dir(path: str | Path | None = None) -> Path:
-    """``path``, else ``$FMPRETRAIN_CACHE``, else ``$XDG_CACHE_HOME/fmpretrain``, else
-    ``~/.cache/fmpretrain`` (the same root as the release hub's)."""
-    if path is not None:
-        return Path(path).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fmpretrain"
-
-
 # ============================================================================ EMT task
 def emt_structures(
     n: int, seed: int = 0, *, max_atoms: int = 16, min_atoms: int = 1
@@ -313,7 +300,7 @@ def make_emt_task(
     if path is not None and str(path).endswith((".json", ".json.gz")):
         file = Path(path).expanduser()
     else:
-        base = Path(path).expanduser() if path is not None else cache_dir() / "tasks"
+        base = Path(path).expanduser() if path is not None else cache_root() / "tasks"
         file = base / name
     if file.is_file():
         return file
@@ -350,7 +337,7 @@ def matbench_file(
     if not name.startswith("matbench_") or "/" in name:
         raise ValueError(f"not a MatBench task name: {name!r}")
     task_spec(name)  # refuses composition-only tasks
-    file = cache_dir(cache) / "matbench" / f"{name}.json.gz"
+    file = cache_root(cache) / "matbench" / f"{name}.json.gz"
     base = (url_base or os.environ.get(MATBENCH_URL_ENV) or MATBENCH_URL).rstrip("/")
     url = f"{base}/{name}.json.gz"
     cached = file.is_file()
@@ -428,7 +415,7 @@ def load_task(
                 "name of your own (or a matbench_<name>)"
             )
         spec = OFFLINE_TASKS[name]
-        data = make_emt_task(n, seed, cache_dir(cache) / "tasks", max_atoms=max_atoms)
+        data = make_emt_task(n, seed, cache_root(cache) / "tasks", max_atoms=max_atoms)
     elif name is not None and name.startswith("matbench_"):
         spec = task_spec(name)
         if data is None:
