@@ -94,7 +94,6 @@ def run_featurize(cfg: FeaturizeConfig, *, progress: bool = True) -> FeaturizeRe
     manifest.save(out)
     if reused:
         log.info("resuming: %d finished shard(s) verified in %s", reused, out)
-        print(f"resuming: {reused} finished shard(s) in {out} verified; checking their inputs")
 
     identities = FileIdentities()
     resume = _Resume(out, done)

@@ -34,7 +34,8 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert results["tasks"]
 
     assert main(["demo", "--out", str(out), "--quick", "--wandb", "offline"]) == 0
-    second = capsys.readouterr().out
+    captured = capsys.readouterr()
+    second = captured.out + captured.err  # stage lines on stdout, progress logs on stderr
     assert "resuming:" in second and "verified" in second  # featurization
     assert "reusing: pre-training already finished" in second
     assert "reusing: the release of checkpoint" in second

@@ -98,7 +98,7 @@ def run_benchmark(cfg: FinetuneConfig, *, releases: str = "best") -> dict[str, A
                 if cfg.resume and path.exists():
                     previous = json.loads(path.read_text())
                     if previous.get("config_hash") == digest:
-                        print(f"{name} fold {fold}: reusing {path}")
+                        log.info("%s fold %d: reusing %s", name, fold, path)
                         result = previous
                 if result is None:
                     result = _train_modes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from fmpretrain.finetune.prepare import Prepared
 from fmpretrain.finetune.release import Release
 from fmpretrain.finetune.trainer import FinetuneConfig, build_model, evaluate, fit
 from fmpretrain.finetune.wandb_runs import _Logger
+
+log = logging.getLogger("fmpretrain.finetune.benchmark")
 
 
 def _modes(cfg: FinetuneConfig, release: Release | None) -> list[str]:
@@ -86,10 +89,11 @@ def _train_modes(
         }
         if keep_models:
             models[mode] = (model, outcome)
-        print(
-            f"{prefix} {mode:<10} test {prep.metric}={metrics[prep.metric]:.5g} "
-            f"(best epoch {outcome.best_epoch}/{outcome.epochs}, {outcome.seconds:.1f} s)"
-        )
+        log.info(
+            "%s %-10s test %s=%.5g (best epoch %d/%d, %.1f s)",
+            prefix, mode, prep.metric, metrics[prep.metric], outcome.best_epoch, outcome.epochs,
+            outcome.seconds,
+        )  # fmt: skip
     if keep_models:
         result["_models"] = models
     return result

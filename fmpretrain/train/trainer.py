@@ -13,6 +13,7 @@ descriptor hash recorded in its ``run.yaml`` and checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -48,6 +49,7 @@ from fmpretrain.train.metrics import ChannelMetrics, validation_record
 from fmpretrain.train.schedule import warmup_cosine
 
 RUN_FILE = "run.yaml"
+log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 if TYPE_CHECKING:
     from torch_geometric.data import Batch
@@ -147,7 +149,7 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
         _set_rng_states(client["rng"][dist.rank] if dist.rank < len(client["rng"]) else None)
         resumed_from = engine.global_steps
         if dist.is_main:
-            print(f"resuming from step {resumed_from} ({path})")
+            log.info("resuming from step %d (%s)", resumed_from, path)
 
     logger = RunLogger(
         out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ def test_baseline_descriptor_follows_the_release():
     assert chosen.dim == 2 * len(chosen.params.alpha) * 2
 
 
-def test_benchmark_has_four_models_and_resumes_baselines(tmp_path, capsys):
+def test_benchmark_has_four_models_and_resumes_baselines(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     cache = tmp_path / "cache"
     overrides = [f"out={tmp_path / 'out'}", f"cache_dir={cache}", "emt.n=40", *TINY_SCRATCH]
     cfg = load_finetune_config(DEMO, [*overrides, "wandb.mode=offline"])
@@ -171,9 +173,9 @@ def test_benchmark_has_four_models_and_resumes_baselines(tmp_path, capsys):
     # a results file without baselines (older run): they are added, the GNN is not retrained
     del fold["modes"]["gbm"], fold["modes"]["mean"], fold["baselines_hash"]
     (out / "emt_energy" / "fold_0.json").write_text(json.dumps(fold))
-    capsys.readouterr()
+    caplog.clear()
     again = run_benchmark(load_finetune_config(DEMO, overrides))
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in caplog.text
     assert again["tasks"][0]["scratch"] == task["scratch"]
     assert again["tasks"][0]["gbm"] == task["gbm"] and again["tasks"][0]["mean"] == task["mean"]
     refreshed = json.loads((out / "emt_energy" / "fold_0.json").read_text())

@@ -9,6 +9,7 @@ import functools
 import gzip
 import http.server
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -167,7 +168,8 @@ def test_pretrained_weights_are_loaded_and_frozen_backbone_stays(tmp_path, cache
 
 
 # ---------------------------------------------------------------------------- benchmark
-def test_benchmark_pretrained_vs_scratch(tmp_path, cache, release, capsys):
+def test_benchmark_pretrained_vs_scratch(tmp_path, cache, release, caplog):
+    caplog.set_level(logging.INFO)
     cfg = config(tmp_path, cache, f"pretrained={release}", "emt.n=100", "wandb.mode=offline")
     results = run_benchmark(cfg)
     out = Path(cfg.out)
@@ -193,10 +195,10 @@ def test_benchmark_pretrained_vs_scratch(tmp_path, cache, release, capsys):
     assert any("emt_energy/fold0/pretrained/val_mae" in line for line in lines)
 
     # a re-run with the same configuration reuses the finished fold
-    capsys.readouterr()
+    caplog.clear()
     again = run_benchmark(config(tmp_path, cache, f"pretrained={release}", "emt.n=100",
                                  "wandb.mode=disabled"))  # fmt: skip
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in caplog.text
     assert again["tasks"][0]["pretrained"] == task["pretrained"]
 
 
