@@ -37,7 +37,8 @@ Implementation: the angular term factorizes as ``A_ζλ(cos θ_jk) · W_η(j, k)
 neighbour entries are padded to a block of odd size ``M``; every unordered pair is visited
 exactly once as ``(j, j + s mod M)`` with ``s = 1 .. (M − 1)/2`` (strided views, no index
 gathers), which halves the work of the dense ``M × M`` block. Centres are sorted by neighbour
-count and processed in chunks bounded by ``chunk_elements``.
+count and processed in chunks bounded by ``chunk_elements``; all pair terms of a chunk are
+planes of one reused workspace, each written by one operation over all ``η`` (or all ``λ``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ GRIDS = ("shifted", "centred")
 #: log-weight of padding entries: exp(_LOG_ZERO + anything bounded) == 0 in float32 and float64.
 _LOG_ZERO = -1.0e4
 
-#: Chunks are also kept below this many elements so that their working set stays in cache.
-_CACHE_ELEMENTS = 1 << 20
+#: CPU chunks are also kept below this many workspace elements (16 MiB in float64): fewer,
+#: larger operations beat cache-sized chunks, whose per-operation overhead dominates.
+_CACHE_ELEMENTS = 1 << 21
 
 
 def _floats(values: object) -> tuple[float, ...] | None:
@@ -219,6 +221,8 @@ class WACSF(Descriptor):
                 "angular_scale": self._tensor(
                     [2.0 ** (1.0 - z) for z in p.zeta for _ in p.lambdas]
                 ),
+                "angular_neg_eta": self._tensor(-self.angular_eta)[:, None, None],
+                "lambdas": self._tensor(p.lambdas)[:, None, None],
                 "one": self._tensor(1.0),
             }
         return cache[key]
@@ -280,16 +284,19 @@ class WACSF(Descriptor):
         scale = self._constants()["angular_scale"][:, None]
 
         def cost(m: int) -> int:  # elements one centre of width m needs
-            return m * (m // 2) * (n_a + n_e + 6)
+            return m * (m // 2) * self._angular_planes()
 
-        # on CPU chunks stay in cache; on an accelerator they are only bounded in memory
+        # on CPU chunks are bounded by _CACHE_ELEMENTS; on an accelerator only in memory
         cache = _CACHE_ELEMENTS if self.device.type == "cpu" else self.chunk_elements
         budget = max(1, min(self.chunk_elements, cache))
         if n * cost(m_pad) <= budget:  # one chunk, natural order
-            g4 = self._angular_chunk(node_t, m_pad)
+            g4 = self._angular_chunk(node_t, m_pad, None)
             out.copy_((g4 * scale).transpose(1, 2).reshape(n, n_e * n_a))
             return
         order = np.argsort(-counts, kind="stable")
+        # one workspace for all chunks (a chunk of one centre may exceed the budget)
+        size = max(cost(m_pad), min(budget, n * cost(m_pad)))
+        work = torch.empty(size, dtype=self.dtype, device=self.device)
         start = 0
         while start < n:
             m = int(counts[order[start]])
@@ -299,69 +306,84 @@ class WACSF(Descriptor):
             rows = order[start : start + max(1, budget // cost(m))]
             start += len(rows)
             rows_t = torch.from_numpy(rows).to(self.device)
-            g4 = self._angular_chunk(node_t.index_select(0, rows_t)[:, :, :m], m)
+            g4 = self._angular_chunk(node_t.index_select(0, rows_t)[:, :, :m], m, work)
             out[rows_t] = (g4 * scale).transpose(1, 2).reshape(len(rows), n_e * n_a)
 
-    def _angular_chunk(self, x: torch.Tensor, m: int) -> torch.Tensor:
+    def _angular_chunk(self, x: torch.Tensor, m: int, work: torch.Tensor | None) -> torch.Tensor:
         """Unscaled ``[C, n_a, n_e]`` sums over one chunk's padded entries ``x [C, F, m]``.
 
         Entry pairs are ``(j, k = j + 1 + s mod m)`` for ``s < (m − 1)/2`` with ``m`` odd:
-        every unordered pair exactly once, read through strided views of ``[x, x]``.
+        every unordered pair exactly once, read through strided views of ``[x, x]``. The pair
+        terms are planes of one workspace (``work``, reused across chunks so that it stays in
+        cache; None: a fresh one), each written by one operation over all ``η`` or all ``λ``.
         """
         p = self.params
         rc = p.cutoff
         eta, mu = self.angular_eta, self.angular_mu
         c_n, n_f = x.shape[0], x.shape[1]
         h = (m - 1) // 2
+        t = m * h
+        n_e, n_z, n_l = len(eta), len(p.zeta), len(p.lambdas)
+        n_p = self._angular_planes()
+        if work is None:
+            work = torch.empty(c_n * n_p * t, dtype=x.dtype, device=x.device)
+        ws = work[: c_n * n_p * t].view(c_n, n_p, m, h)
+        # planes: W [0, n_e), cos θ, then A [n_e + 1, n_e + 1 + n_a) whose first planes hold
+        # s, r_jk, log w (and the perimeter) until W is formed
+        w, cos = ws[:, :n_e], ws[:, n_e]
+        s, rjk, log_w = ws[:, n_e + 1], ws[:, n_e + 2], ws[:, n_e + 3]
         x2 = torch.cat([x, x], dim=2)  # [C, F, 2m]
         col = x.unsqueeze(-1).unbind(1)  # entry j, broadcast over s: [C, m, 1]
         win = [  # entry k = j + 1 + s: [C, m, h]
             x2.as_strided((c_n, m, h), (n_f * 2 * m, 1, 1), x2.storage_offset() + f * 2 * m + 1)
             for f in range(n_f)
         ]
-        cos = torch.mul(col[0], win[0])
+        torch.mul(col[0], win[0], out=cos)
         cos.addcmul_(col[1], win[1]).addcmul_(col[2], win[2])  # cos θ_ijk
-        s = torch.add(col[4], win[4])  # r_ij² + r_ik²
-        rjk = torch.mul(col[3], win[3])
-        rjk = torch.addcmul(s, rjk, cos, value=-2.0)  # r_jk²
+        torch.add(col[4], win[4], out=s)  # r_ij² + r_ik²
+        torch.mul(col[3], win[3], out=rjk)
+        torch.addcmul(s, rjk, cos, value=-2.0, out=rjk)  # r_jk²
         s.add_(rjk)  # r_ij² + r_ik² + r_jk²
-        log_w = torch.add(col[5], win[5])  # log[g_j f_c(r_ij) g_k f_c(r_ik)]
-        rjk = rjk.clamp_(0.0, rc * rc).sqrt_()
+        torch.add(col[5], win[5], out=log_w)  # log[g_j f_c(r_ij) g_k f_c(r_ik)]
+        rjk.clamp_(0.0, rc * rc).sqrt_()
         shifted = bool((mu != 0).any())
         if shifted:
-            perimeter = torch.add(col[3], win[3]).add_(rjk)  # r_ij + r_ik + r_jk
+            perimeter = ws[:, n_e + 4]
+            torch.add(col[3], win[3], out=perimeter).add_(rjk)  # r_ij + r_ik + r_jk
         fc2 = rjk.mul_(math.pi / rc).cos_().add_(1.0)  # 2 f_c(r_jk); 0 beyond r_c
 
         # W[e] = h R_e(r_ij) R_e(r_ik) R_e(r_jk) = exp(log_w − η Σ(r − μ)²) · f_c(r_jk), with
         # Σ(r − μ)² = s − 2μ·perimeter + 3μ²
-        n_e = len(eta)
-        w = torch.empty((c_n, n_e, m, h), dtype=x.dtype, device=x.device)
-        for e in range(n_e):
-            torch.add(log_w, s, alpha=-float(eta[e]), out=w[:, e])
-            if mu[e] != 0:
-                w[:, e].add_(perimeter, alpha=2.0 * eta[e] * mu[e]).add_(-3.0 * eta[e] * mu[e] ** 2)
+        const = self._constants()
+        torch.addcmul(log_w.unsqueeze(1), s.unsqueeze(1), const["angular_neg_eta"], out=w)
+        if shifted:
+            for e in range(n_e):
+                if mu[e] != 0:
+                    w[:, e].add_(perimeter, alpha=2.0 * eta[e] * mu[e])
+                    w[:, e].add_(-3.0 * eta[e] * mu[e] ** 2)
         w.exp_().mul_(fc2.unsqueeze(1))
 
-        # A[ζ, λ] = (1 + λ cos θ)^ζ, integer powers by repeated squaring
-        n_z, n_l = len(p.zeta), len(p.lambdas)
-        a = torch.empty((c_n, n_z * n_l, m, h), dtype=x.dtype, device=x.device)
-        one = self._constants()["one"]
-        by_value = sorted(range(n_z), key=lambda iz: p.zeta[iz])
-        for il, lam in enumerate(p.lambdas):
-            slots = {p.zeta[iz]: a[:, iz * n_l + il] for iz in by_value}
-            base = torch.add(one, cos, alpha=lam, out=slots.get(1.0))
-            powers: dict[int, torch.Tensor] = {1: base}
-            for z, dest in slots.items():
-                if z == 1.0:
-                    continue
-                if z.is_integer():
-                    _int_power(powers, int(z), dest)
-                else:
-                    torch.pow(base.clamp(min=0.0), z, out=dest)
+        # A[ζ, λ] = (1 + λ cos θ)^ζ, all λ at once; integer powers by repeated squaring
+        a = ws[:, n_e + 1 : n_e + 1 + n_z * n_l].view(c_n, n_z, n_l, m, h)
+        slots = {p.zeta[iz]: a[:, iz] for iz in sorted(range(n_z), key=lambda iz: p.zeta[iz])}
+        base = torch.addcmul(const["one"], const["lambdas"], cos.unsqueeze(1), out=slots.get(1.0))
+        powers: dict[int, torch.Tensor] = {1: base}
+        for z, dest in slots.items():
+            if z == 1.0:
+                continue
+            if z.is_integer():
+                _int_power(powers, int(z), dest)
+            else:
+                torch.pow(base.clamp(min=0.0), z, out=dest)
 
         # Σ over ordered pairs = 2 Σ over unordered ones; f_c(r_jk) = fc2 / 2: factors cancel
-        t = m * h
-        return torch.bmm(a.view(c_n, -1, t), w.view(c_n, n_e, t).transpose(1, 2))
+        return torch.bmm(a.reshape(c_n, n_z * n_l, t), w.reshape(c_n, n_e, t).transpose(1, 2))
+
+    def _angular_planes(self) -> int:
+        """Planes of one centre's pair terms in :meth:`_angular_chunk`'s workspace."""
+        n_a = len(self.params.zeta) * len(self.params.lambdas)
+        shifted = bool((self.angular_mu != 0).any())
+        return len(self.angular_eta) + 1 + max(n_a, 4 if shifted else 3)
 
 
 def _int_power(powers: dict[int, torch.Tensor], k: int, out: torch.Tensor) -> None:
