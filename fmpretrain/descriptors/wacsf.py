@@ -63,6 +63,9 @@ _LOG_ZERO = -1.0e4
 #: larger operations beat cache-sized chunks, whose per-operation overhead dominates.
 _CACHE_ELEMENTS = 1 << 21
 
+#: CPU radial chunks: [pairs, n_radial] blocks of this many elements (fresh memory costs more).
+_RADIAL_ELEMENTS = 1 << 16
+
 
 def _floats(values: object) -> tuple[float, ...] | None:
     if values is None:
@@ -252,7 +255,10 @@ class WACSF(Descriptor):
         r_t = torch.from_numpy(r).to(self.device, self.dtype)
         w_t = torch.from_numpy(weight).to(self.device, self.dtype)
         c_t = torch.from_numpy(centers).to(self.device)
-        step = max(1, self.chunk_elements // (2 * len(mu)))
+        budget = self.chunk_elements // 2
+        if self.device.type == "cpu":
+            budget = min(budget, _RADIAL_ELEMENTS)
+        step = max(1, budget // len(mu))
         for start in range(0, len(r), step):
             sl = slice(start, start + step)
             g = r_t[sl, None] - mu
