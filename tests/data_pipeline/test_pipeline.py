@@ -344,15 +344,22 @@ def test_killed_worker_is_replaced_and_its_chunk_redone(tmp_path):
     popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with job_process(args, **popen) as proc:
         wait_for_parts(out, proc, 1)
-        [victim, *_] = [
-            p
-            for p in psutil.Process(proc.pid).children(recursive=True)
-            if "ChunkFeaturizer" in " ".join(p.cmdline())
-        ]
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            # a worker in a chunk (Ray titles it ray::ChunkFeaturizer.run); one still in
+            # __init__ would just be restarted by Ray, with no chunk of its own to redo
+            running = [
+                p
+                for p in psutil.Process(proc.pid).children(recursive=True)
+                if "ChunkFeaturizer.run" in " ".join(p.cmdline())
+            ]
+            victim = running[0] if running else time.sleep(0.05)
+        assert victim is not None, "no worker was seen running a chunk"
         victim.kill()  # a worker dies mid-chunk, as on a lost node
         output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
-    assert "worker died" in output and "retrying" in output
+    assert "worker died" in output and "retrying" in output, output[-3000:]
     m = Manifest.load(out)
     assert m.complete and m.n_inputs == 200
     rejected = [json.loads(line)["input"] for line in (out / "rejects.jsonl").open()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -226,7 +227,9 @@ def test_wandb_offline_run_is_written(shards, tmp_path):
     records = b"".join(f.read_bytes() for run in runs for f in run.glob("*.wandb"))
     name = f"release-{tmp_path.name}".encode()
     assert name in records and b"model" in records
-    assert {run.name.rsplit("-", 1)[1] for run in runs} == {runs[0].name.rsplit("-", 1)[1]}
+    # offline-run-<date>_<time>-<id>[-<n> when two start in the same second]: one run id
+    ids = {re.match(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?$", run.name).group(1) for run in runs}
+    assert len(runs) == 2 and len(ids) == 1, [run.name for run in runs]
 
 
 def test_export_without_wandb_logs_no_artifact(shards, tmp_path):
