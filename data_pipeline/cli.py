@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,6 @@ def featurize_config(args: argparse.Namespace) -> FeaturizeConfig:
 def run(args: argparse.Namespace) -> int:
     from data_pipeline.driver import run_featurize, summary
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = featurize_config(args)
     result = run_featurize(cfg, progress=not args.no_progress)
     print(summary(result))
