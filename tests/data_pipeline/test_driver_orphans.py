@@ -6,13 +6,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from fmpretrain.data.manifest import Manifest
-from tests.data_pipeline.test_pipeline import DEMO, REPO, job_process
+from tests.data_pipeline.test_pipeline import REPO, job_args, job_process, wait_for_parts
 
 pytestmark = pytest.mark.slow
 
@@ -45,26 +44,11 @@ def driver_session(pid: int) -> str:
 
 def test_killed_driver_leaves_no_ray_processes_and_the_rerun_finishes(tmp_path):
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "data_pipeline",
-        "--config",
-        str(DEMO),
-        "--no-progress",
-        "descriptor=ead",
-        "source.n=200",
-        "source.max_atoms=24",
-        "chunk_size=5",
-        f"out={out}",
-        "workers=1",
-    ]
+    args = job_args(
+        out, "descriptor=ead", "source.n=200", "source.max_atoms=24", "chunk_size=5", "workers=1"
+    )
     with job_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
-        deadline = time.monotonic() + 600  # a busy machine starts Ray slowly
-        while len(list((out / "parts").glob("shard-*.json"))) < 2:
-            assert proc.poll() is None, "the job ended before the fault could be injected"
-            assert time.monotonic() < deadline, "no shard appeared in time"
-            time.sleep(0.2)
+        wait_for_parts(out, proc, 2, timeout=600)  # a busy machine starts Ray slowly
         session = driver_session(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, by its pid
         proc.wait()

@@ -55,8 +55,14 @@ def job_process(args: list[str], **popen) -> Iterator[subprocess.Popen]:
         proc.wait()
 
 
-def wait_for_parts(out: Path, proc: subprocess.Popen, count: int) -> None:
-    deadline = time.monotonic() + 180
+def job_args(out: Path, *overrides: str) -> list[str]:
+    """The featurization job's command line (``python -m data_pipeline``) on the demo config."""
+    args = [sys.executable, "-m", "data_pipeline", "--config", str(DEMO), "--no-progress"]
+    return [*args, *overrides, f"out={out}"]
+
+
+def wait_for_parts(out: Path, proc: subprocess.Popen, count: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
     while len(list((out / "parts").glob("shard-*.json"))) < count:
         assert proc.poll() is None, "the job ended before the fault could be injected"
         assert time.monotonic() < deadline, "no shard appeared in time"
@@ -273,20 +279,9 @@ def write_limited_densities(folder: Path, elements: list[str]) -> str:
 
 def test_killed_driver_resumes_with_every_input_once(tmp_path):
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "data_pipeline",
-        "--config",
-        str(DEMO),
-        "--no-progress",
-        "descriptor=wacsf",
-        "source.n=300",
-        "source.max_atoms=48",
-        "chunk_size=10",
-        f"out={out}",
-        "workers=2",
-    ]
+    args = job_args(
+        out, "descriptor=wacsf", "source.n=300", "source.max_atoms=48", "chunk_size=10", "workers=2"
+    )
     with job_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         wait_for_parts(out, proc, 3)
         os.kill(proc.pid, signal.SIGKILL)  # the driver, by its pid
@@ -327,20 +322,9 @@ def test_killed_worker_is_replaced_and_its_chunk_redone(tmp_path):
     import psutil
 
     out = tmp_path / "out"
-    args = [
-        sys.executable,
-        "-m",
-        "data_pipeline",
-        "--config",
-        str(DEMO),
-        "--no-progress",
-        "descriptor=wacsf",
-        "source.n=200",
-        "source.max_atoms=48",
-        "chunk_size=10",
-        f"out={out}",
-        "workers=2",
-    ]
+    args = job_args(
+        out, "descriptor=wacsf", "source.n=200", "source.max_atoms=48", "chunk_size=10", "workers=2"
+    )
     popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with job_process(args, **popen) as proc:
         wait_for_parts(out, proc, 1)

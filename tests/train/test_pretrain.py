@@ -72,6 +72,23 @@ def released(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
+def assert_every_sample_once_per_epoch(shards: Path, out: Path, ranks: int = 2) -> None:
+    """Across the ranks' sample audits, every completed epoch trained each training sample
+    (all shards but the last, val_shards=1) exactly once."""
+    manifest = Manifest.load(shards)
+    train_shards = sorted(manifest.shards, key=lambda s: s.index)[:-1]
+    expected = sorted(s.key for shard in train_shards for s in _read(shards / shard.name))
+    seen: dict[int, list[str]] = {}
+    for rank in range(ranks):
+        for line in (out / "samples" / f"rank{rank}.jsonl").open():
+            record = json.loads(line)
+            seen.setdefault(record["epoch"], []).extend(record["keys"])
+    completed = [e for e in sorted(seen) if e < max(seen)]  # the last epoch may be partial
+    assert completed, "the run should complete at least one epoch"
+    for epoch in completed:
+        assert sorted(seen[epoch]) == expected, f"epoch {epoch} is not exactly-once"
+
+
 def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -91,18 +108,7 @@ def test_two_ranks_two_workers_see_every_sample_once_and_learn(shards, tmp_path)
     )
     assert done.returncode == 0, done.stderr[-4000:]
 
-    manifest = Manifest.load(shards)
-    train_shards = sorted(manifest.shards, key=lambda s: s.index)[:-1]  # val_shards=1
-    expected = sorted(s.key for shard in train_shards for s in _read(shards / shard.name))
-    seen: dict[int, list[str]] = {}
-    for rank in (0, 1):
-        for line in (out / "samples" / f"rank{rank}.jsonl").open():
-            record = json.loads(line)
-            seen.setdefault(record["epoch"], []).extend(record["keys"])
-    completed = [e for e in sorted(seen) if e < max(seen)]  # the last epoch may be partial
-    assert completed, "the run should complete at least one epoch"
-    for epoch in completed:
-        assert sorted(seen[epoch]) == expected, f"epoch {epoch} is not exactly-once"
+    assert_every_sample_once_per_epoch(shards, out)
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -14,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from fmpretrain.data.manifest import Manifest
 from fmpretrain.train.export import export_release
-from tests.train.test_pretrain import DEMO, REPO, TINY, _read, assert_same_weights, free_port
+from tests.train.test_pretrain import (
+    DEMO,
+    REPO,
+    TINY,
+    assert_every_sample_once_per_epoch,
+    assert_same_weights,
+    free_port,
+)
 from tests.train.test_pretrain import released as released_weights
 
 pytestmark = pytest.mark.slow
@@ -116,18 +121,7 @@ def straight_run(shards, tmp_path_factory) -> Path:
 
 
 def test_two_nodes_see_every_sample_exactly_once_per_epoch(shards, straight_run):
-    manifest = Manifest.load(shards)
-    train_shards = sorted(manifest.shards, key=lambda s: s.index)[:-1]  # val_shards=1
-    expected = sorted(s.key for shard in train_shards for s in _read(shards / shard.name))
-    seen: dict[int, list[str]] = {}
-    for rank in (0, 1):
-        for line in (straight_run / "samples" / f"rank{rank}.jsonl").open():
-            record = json.loads(line)
-            seen.setdefault(record["epoch"], []).extend(record["keys"])
-    completed = [e for e in sorted(seen) if e < max(seen)]  # the last epoch may be partial
-    assert completed, "the run should complete at least one epoch"
-    for epoch in completed:
-        assert sorted(seen[epoch]) == expected, f"epoch {epoch} is not exactly-once"
+    assert_every_sample_once_per_epoch(shards, straight_run)
 
 
 def test_killed_node_fails_the_job_and_a_relaunch_resumes_exactly(shards, straight_run, tmp_path):
