@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "is_partial", "temp_sibling"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_partial",
+    "replace_dir",
+    "temp_sibling",
+]
 
 PARTIAL_SUFFIX = ".tmp"
 
@@ -59,3 +67,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(src: str | os.PathLike[str], dst: str | os.PathLike[str], tries: int = 10) -> None:
+    """Put the finished directory ``src`` at ``dst``, replacing what is there.
+
+    The old ``dst`` is first renamed aside, then ``src`` renamed in, so ``dst`` is only ever
+    absent or whole. When concurrent writers replace the same ``dst``, the last rename wins
+    and each loser retries; none sees the other's half-written files.
+    """
+    src, dst = Path(src), Path(dst)
+    for _ in range(tries):
+        old = temp_sibling(dst)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(dst, old)
+        try:
+            os.replace(src, dst)  # fails when another writer put its dst there meanwhile
+        except OSError:
+            continue
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(f"could not replace {dst} with {src} in {tries} tries (concurrent writers?)")

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmpretrain.files import atomic_open, atomic_write_text, is_partial, temp_sibling
+from fmpretrain.files import (
+    atomic_open,
+    atomic_write_text,
+    is_partial,
+    replace_dir,
+    temp_sibling,
+)
 
 
 def _write_many(path: str, tag: int) -> None:
@@ -52,3 +58,26 @@ def test_temp_siblings_are_unique_and_recognised():
 def test_atomic_open_refuses_append():
     with pytest.raises(ValueError, match="mode 'a'"), atomic_open("/tmp/never", "a"):
         pass
+
+
+def _replace_many(target: str, tag: int) -> None:
+    for i in range(30):
+        src = Path(target).with_name(f"src-{tag}-{i}")
+        src.mkdir()
+        for name in ("a", "b", "c"):
+            (src / name).write_text(str(tag))
+        replace_dir(src, target)
+
+
+def test_concurrent_directory_replacements_leave_one_whole_directory(tmp_path):
+    target = tmp_path / "release"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_replace_many, args=(str(target), tag)) for tag in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    contents = {f.name: f.read_text() for f in target.iterdir()}
+    assert sorted(contents) == ["a", "b", "c"] and len(set(contents.values())) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fmpretrain.files import replace_dir, temp_sibling
 from fmpretrain.models import ModelConfig, build_backbone
 from fmpretrain.release_format import (
     CHECKSUMS,
@@ -263,13 +264,17 @@ class FoldReleases:
         return written
 
     def _write(self, out: Path, model, outcome, mode: str, fold: int, test: Mapping) -> None:
-        if out.exists():
-            shutil.rmtree(out)
+        # written aside, then swapped in: concurrent folds (Slurm array tasks) share ``out``
+        tmp = temp_sibling(out)
         results = {"fold": fold, "test": dict(test), "best_epoch": outcome.best_epoch}
-        save_finetuned(
-            out, model, self.prep, scaler=outcome.scaler, release=self.release, mode=mode,
-            results=results,
-        )  # fmt: skip
+        try:
+            save_finetuned(
+                tmp, model, self.prep, scaler=outcome.scaler, release=self.release, mode=mode,
+                results=results,
+            )  # fmt: skip
+            replace_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _released_fold(path: Path) -> int | None:
