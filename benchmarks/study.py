@@ -34,8 +34,9 @@ import numpy as np
 
 def fine_tune(args: argparse.Namespace, task: str, name: str, source: str | None) -> dict[str, Any]:
     """One benchmark run: a release alone, or (``source`` None) scratch and the baselines."""
-    from fmpretrain.finetune.benchmark import run_benchmark
+    from fmpretrain.finetune.stages import BenchmarkStage
     from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.pipeline import run_stages
 
     overrides = [
         f"out={args.out / task / name}",
@@ -52,7 +53,7 @@ def fine_tune(args: argparse.Namespace, task: str, name: str, source: str | None
     if source is not None:
         overrides.append(f"pretrained={source}")
     cfg = load_finetune_config(None, overrides)
-    results = run_benchmark(cfg, releases="none")
+    results = run_stages([BenchmarkStage(cfg, releases="none")])["benchmark"]
     [summary] = [t for t in results["tasks"] if t["task"] == task]
     return summary
 
@@ -68,14 +69,25 @@ def paired_tests(pre: list[float], scratch: list[float]) -> dict[str, float]:
     return out
 
 
-def release_steps(source: str) -> int | None:
-    """Pre-training steps recorded in a release's config (a path, registry name or URL)."""
+def release_info(source: str) -> dict[str, Any]:
+    """Pre-training steps, descriptor and target scaling recorded in a release's config (a
+    path, registry name or URL)."""
     import yaml
 
     from fmpretrain.api import resolve_release
 
-    path = resolve_release(source) / "config.yaml"
-    return (yaml.safe_load(path.read_text()).get("training") or {}).get("steps")
+    config = yaml.safe_load((resolve_release(source) / "config.yaml").read_text())
+    return {
+        "steps": (config.get("training") or {}).get("steps"),
+        "descriptor": (config.get("descriptor") or {}).get("name", "?"),
+        "scaling": (config.get("normalization") or {}).get("scaling", "zscore"),
+    }
+
+
+def arm_label(row: dict[str, Any]) -> str:
+    """``ead``, or ``ead/robust`` when the targets were not z-scored."""
+    scaling = row.get("scaling", "zscore")
+    return row.get("descriptor", "?") + ("" if scaling == "zscore" else f"/{scaling}")
 
 
 def main() -> None:
@@ -117,7 +129,7 @@ def main() -> None:
             rows[name] = {
                 **pre,
                 "source": source,
-                "steps": release_steps(source),
+                **release_info(source),
                 "improvement_pct": improvement,
                 "fold_improvement_pct": [
                     100 * (s - p) / s
@@ -132,6 +144,7 @@ def main() -> None:
     text = markdown(study, releases, args)
     (args.out / f"study{args.tag}.md").write_text(text)
     plot_curve(study, releases, args.out / f"study{args.tag}_steps.png")
+    plot_arms(study, releases, args.out / f"study{args.tag}_arms.png")
     print(text)
 
 
@@ -142,9 +155,9 @@ def markdown(study: dict[str, Any], releases: list[tuple[str, str]], args: Any) 
         f"{args.patience}); machine load {os.getloadavg()[0]:.1f}; "
         f"{study['seconds'] / 60:.0f} min.",
         "",
-        "| Task | Model | Pre-training steps | Test MAE (mean ± std) | vs scratch | "
+        "| Task | Model | Fingerprint | Pre-training steps | Test MAE (mean ± std) | vs scratch | "
         "per-fold vs scratch | paired t p | Wilcoxon p |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        "|---|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for task, entry in study["tasks"].items():
         rows, unit = entry["rows"], entry["unit"]
@@ -154,19 +167,20 @@ def markdown(study: dict[str, Any], releases: list[tuple[str, str]], args: Any) 
             if "improvement_pct" in r:
                 folds = ", ".join(f"{v:+.1f}%" for v in r["fold_improvement_pct"])
                 lines.append(
-                    f"| {task} | {name} | {r['steps'] or '?'} | {value} | "
+                    f"| {task} | {name} | {arm_label(r)} | {r['steps'] or '?'} | {value} | "
                     f"{r['improvement_pct']:+.1f}% | {folds} | {r['t_p']:.3f} | "
                     f"{r['wilcoxon_p']:.3f} |"
                 )
             else:
                 ref = rows["scratch"]["mean"]
                 rel = "" if name == "scratch" else f"{100 * (ref - r['mean']) / ref:+.1f}%"
-                lines.append(f"| {task} | {name} | – | {value} | {rel} | | | |")
+                lines.append(f"| {task} | {name} | – | – | {value} | {rel} | | | |")
     return "\n".join(lines) + "\n"
 
 
 def plot_curve(study: dict[str, Any], releases: list[tuple[str, str]], path: Path) -> None:
-    """Improvement over scratch against pre-training steps, one line per task."""
+    """Improvement over scratch against pre-training steps, one line per task and fingerprint
+    (target scaling included)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,19 +188,51 @@ def plot_curve(study: dict[str, Any], releases: list[tuple[str, str]], path: Pat
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for task, entry in study["tasks"].items():
-        points = sorted(
-            (r["steps"], r["improvement_pct"], np.std(r["fold_improvement_pct"]))
-            for name, r in entry["rows"].items()
-            if "improvement_pct" in r and r["steps"]
-        )
-        if points:
-            x, y, e = zip(*points, strict=True)
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=task)
+        arms = sorted({arm_label(r) for r in entry["rows"].values() if "improvement_pct" in r})
+        for arm in arms:
+            points = sorted(
+                (r["steps"], r["improvement_pct"], np.std(r["fold_improvement_pct"]))
+                for r in entry["rows"].values()
+                if "improvement_pct" in r and r["steps"] and arm_label(r) == arm
+            )
+            if points:
+                x, y, e = zip(*points, strict=True)
+                label = task if len(arms) == 1 else f"{task} ({arm})"
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("pre-training steps")
     ax.set_ylabel("test MAE improvement over scratch (%)")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_arms(study: dict[str, Any], releases: list[tuple[str, str]], path: Path) -> None:
+    """Per-fold paired bars: each release's improvement over scratch, fold by fold, per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(study["tasks"].items())
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(1.2 + 1.1 * len(releases) * len(tasks), 3.8), squeeze=False
+    )
+    for ax, (task, entry) in zip(axes[0], tasks, strict=True):
+        names = [n for n, _ in releases if "improvement_pct" in entry["rows"].get(n, {})]
+        rows = [entry["rows"][n] for n in names]
+        x = np.arange(len(rows))
+        ax.bar(x, [r["improvement_pct"] for r in rows], color="#8cb4d8", label="mean of folds")
+        for k, r in enumerate(rows):
+            folds = r["fold_improvement_pct"]
+            ax.plot([k] * len(folds), folds, "k.", ms=5, label="fold" if k == 0 else None)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, [f"{n}\n{arm_label(r)}" for n, r in zip(names, rows, strict=True)])
+        ax.set_title(task)
+        ax.set_ylabel("test MAE improvement over scratch (%)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmpretrain.data.scaling import Normalizer
 from fmpretrain.release_format import (
     CONFIG,
     KIND_FINETUNED,
@@ -264,20 +265,17 @@ class Model:
                 f"{self.path} is a fine-tuned release: it has a property head, not the "
                 "fingerprint head; load the pre-trained release for fingerprints"
             )
-        norm = self.config["normalization"]
-        mean = np.asarray(norm["mean"], dtype=np.float64)
-        std = np.asarray(norm["std"], dtype=np.float64)
-        std = np.where(std < float(norm.get("min_std", 1e-8)), 1.0, std)  # as the Normalizer
+        normalizer = Normalizer.from_dict(self.config["normalization"])
         items = as_structures(structures)
         out: list[np.ndarray] = [np.empty(0)] * len(items)
         for group, batch, h in self._run(items):
             y = self.module.head(h).double().cpu().numpy()
-            if y.shape[1] != len(mean):
+            if y.shape[1] != normalizer.dim:
                 raise ReleaseError(
-                    self.path, f"head has {y.shape[1]} outputs, normalization {len(mean)}"
+                    self.path, f"head has {y.shape[1]} outputs, normalization {normalizer.dim}"
                 )
             for k, i in enumerate(group):
-                out[i] = y[int(batch.ptr[k]) : int(batch.ptr[k + 1])] * std + mean
+                out[i] = normalizer.denormalize_numpy(y[int(batch.ptr[k]) : int(batch.ptr[k + 1])])
         return out
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ from fmpretrain import hub
 from fmpretrain import release_format as rf
 from fmpretrain.cli import main
 from fmpretrain.data.graphs import build_graph
-from fmpretrain.data.loader import Normalizer
+from fmpretrain.data.scaling import Normalizer
 from fmpretrain.io import write_structures
 from fmpretrain.structures import Structure
 from tests.releases import (

@@ -232,6 +232,8 @@ def cmd_descriptors(args: argparse.Namespace) -> int:
         d = get_descriptor(name)
         print(f"{name}: dim={d.dim} hash={d.hash}")
         for key, value in d.config()["params"].items():
+            if key == "parts":  # concat: its parts' own parameters are listed under their names
+                value = ", ".join(part["name"] for part in value)
             print(f"  {key} = {value}")
     return 0
 

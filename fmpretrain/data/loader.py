@@ -49,7 +49,8 @@ Shards are read with ``webdataset``'s tar streaming from local paths, ``file:`` 
 ``pipe:`` URLs (``pipe:aws s3 cp s3://bucket/shard-000001.tar -``); samples are decoded by
 :meth:`Sample.decode` (``np.load(allow_pickle=False)``) and graphs built by
 :func:`fmpretrain.data.graphs.build_graph` with the model's cutoff. Targets are the
-fingerprints normalized with the manifest's per-feature statistics (:class:`Normalizer`).
+fingerprints scaled by a :class:`~fmpretrain.data.scaling.Normalizer` (by default the z-score
+of the manifest's per-feature statistics).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ import math
 import re
 import tarfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,7 @@ from fmpretrain.data.batching import derive_seed, pack_by_budget, shuffle_buffer
 from fmpretrain.data.format import Sample, ShardFormatError
 from fmpretrain.data.graphs import build_graph
 from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, unlisted_shards
+from fmpretrain.data.scaling import Normalizer
 from fmpretrain.neighbors import NeighborBudgetError, check_cutoff
 
 Split = Literal["train", "val", "all"]
@@ -87,62 +89,6 @@ _SHARD_ORDER, _SAMPLE_ORDER = 0, 1  # seed-stream tags
 
 class ShardReadError(ShardFormatError):
     """A shard could not be streamed (truncated, corrupt, or its ``pipe:`` command failed)."""
-
-
-# --------------------------------------------------------------------------- normalization
-class Normalizer:
-    """Per-feature target normalization ``y = (x - mean) / std``.
-
-    ``std`` below ``min_std`` (constant features) is replaced by 1, so such features are
-    centred but not blown up. Released checkpoints store :meth:`to_dict`.
-    """
-
-    def __init__(self, mean: Any, std: Any, *, min_std: float = 1e-8) -> None:
-        mean64 = np.asarray(mean, dtype=np.float64).reshape(-1)
-        std64 = np.asarray(std, dtype=np.float64).reshape(-1)
-        if mean64.shape != std64.shape:
-            raise ValueError(f"mean {mean64.shape} and std {std64.shape} differ in shape")
-        if not (np.isfinite(mean64).all() and np.isfinite(std64).all()):
-            raise ValueError("normalization statistics contain NaN or inf")
-        std64 = np.where(std64 < min_std, 1.0, std64)
-        self.min_std = float(min_std)
-        self._mean, self._std = mean64, std64
-        self.mean = torch.from_numpy(mean64.astype(np.float32))
-        self.std = torch.from_numpy(std64.astype(np.float32))
-        self._mean_t, self._std_t = torch.from_numpy(mean64), torch.from_numpy(std64)
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest, *, min_std: float = 1e-8) -> Normalizer:
-        stats = manifest.statistics()
-        if stats.count == 0:
-            raise ValueError("the manifest holds no statistics (no atoms): cannot normalize")
-        return cls(stats.mean, stats.std, min_std=min_std)
-
-    @property
-    def dim(self) -> int:
-        return len(self._mean)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """In ``x``'s dtype and device (the statistics are kept in float64)."""
-        return (x - self._mean_t.to(x)) / self._std_t.to(x)
-
-    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self._std_t.to(y) + self._mean_t.to(y)
-
-    def normalize_numpy(self, x: np.ndarray) -> np.ndarray:
-        """``float32`` normalized copy of a ``[n, dim]`` array, computed in float64 (the loader's
-        path; a feature with a large mean and a small spread keeps its precision)."""
-        return ((np.asarray(x, dtype=np.float64) - self._mean) / self._std).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self._mean.tolist(), "std": self._std.tolist(), "min_std": self.min_std}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Normalizer:
-        return cls(d["mean"], d["std"], min_std=d.get("min_std", 1e-8))
-
-    def __repr__(self) -> str:
-        return f"Normalizer(dim={self.dim})"
 
 
 # --------------------------------------------------------------------------- shard lists
@@ -731,6 +677,7 @@ def build_loader(
     manifest: Manifest | str | Path | None = None,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
+    normalizer: Normalizer | None = None,
 ) -> ShardLoader:
     """A :class:`ShardLoader` over a shard directory or a list of shard paths / URLs.
 
@@ -755,7 +702,7 @@ def build_loader(
         )
     dataset = ShardBatches(
         refs,
-        Normalizer.from_manifest(man),
+        normalizer if normalizer is not None else Normalizer.from_manifest(man),
         cutoff=cutoff,
         max_atoms_per_batch=max_atoms_per_batch,
         max_edges_per_batch=max_edges_per_batch,
@@ -774,3 +721,31 @@ def build_loader(
         prefetch_factor=prefetch_factor,
         manifest=man,
     )
+
+
+def sample_fingerprints(
+    shard_dir_or_urls: str | Path | Sequence[str | Path],
+    *,
+    split: Split = "train",
+    val_shards: int | float = 0,
+    max_atoms: int = 200_000,
+    manifest: Manifest | str | Path | None = None,
+) -> Iterator[np.ndarray]:
+    """The ``[n_atoms, dim]`` fingerprints of whole shards of ``split``, spread evenly over the
+    shard order, until ``max_atoms`` atoms (verified as in training: hashes, finiteness)."""
+    man, refs, _ = _resolve(shard_dir_or_urls, manifest)
+    _check_files(refs, str(shard_dir_or_urls))
+    refs = split_shards(refs, val_shards, split)
+    if not refs:
+        return
+    step = 1
+    known = [r.n_atoms for r in refs if r.n_atoms]
+    if known and len(known) == len(refs):
+        step = max(1, math.ceil(sum(known) / max(1, max_atoms)))
+    atoms = 0
+    for ref in refs[::step]:
+        for sample in _read_shard(ref, man.dim):
+            atoms += len(sample.fingerprint)
+            yield sample.fingerprint
+        if atoms >= max_atoms:
+            return

@@ -1,4 +1,5 @@
-"""Per-atom structural fingerprints (wACSF, GMP, EAD) and their registry.
+"""Per-atom structural fingerprints (wACSF, GMP, EAD, and ``concat`` of several) and their
+registry.
 
 >>> from fmpretrain.descriptors import get_descriptor
 >>> d = get_descriptor("wacsf", cutoff=6.0)
@@ -39,7 +40,7 @@ def get_descriptor(name: str, **params: Any) -> Descriptor:
 
 def _load_builtins() -> None:
     # Imported lazily so that each module registers itself without an import cycle.
-    from fmpretrain.descriptors import ead, gmp, wacsf  # noqa: F401
+    from fmpretrain.descriptors import concat, ead, gmp, wacsf  # noqa: F401
 
 
 __all__ = [

@@ -163,6 +163,8 @@ def load_densities(spec: str | Sequence[str]) -> DensityTable:
     """Densities from a built-in name, a ``.gpsp`` file, a directory of them, or several paths."""
     if isinstance(spec, str) and spec in BUILTIN_DENSITIES:
         return covalent_densities()
+    if isinstance(spec, str) and spec == covalent_densities().digest:
+        return covalent_densities()  # as recorded in a manifest or release (content digest)
     paths = [spec] if isinstance(spec, str) else list(spec)
     if not paths:
         raise ValueError("gmp: densities needs a built-in name or at least one path")
@@ -179,7 +181,7 @@ def load_densities(spec: str | Sequence[str]) -> DensityTable:
         else:
             raise ValueError(
                 f"gmp: densities {entry!r} is neither a built-in scheme {BUILTIN_DENSITIES} "
-                "nor an existing .gpsp file or directory"
+                "(or its digest) nor an existing .gpsp file or directory"
             )
     merged: dict[int, Gaussians] = {}
     for f in files:

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from fmpretrain.config import load_structured, named_config
+from fmpretrain.data.scaling import SCALINGS
 
 
 @dataclass
@@ -45,6 +46,7 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     loss: str = "mse"  # mse | l1 | smooth_l1
+    target_scaling: str = "zscore"  # zscore | minmax | robust | log (fmpretrain.data.scaling)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     zero_stage: int = 1  # 0 (plain data parallel), 1, 2 or 3
     activation_checkpointing: bool | None = None  # None: as the model config says
@@ -99,6 +101,10 @@ def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ())
     )
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.target_scaling not in SCALINGS:
+        raise ValueError(
+            f"target_scaling must be one of {list(SCALINGS)}, got {cfg.target_scaling!r}"
+        )
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.zero_stage not in (0, 1, 2, 3):

@@ -32,6 +32,7 @@ import yaml
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
+from fmpretrain.data.scaling import SAMPLED_SCALINGS, Normalizer, fit_normalizer
 from fmpretrain.files import atomic_write_text
 from fmpretrain.threads import set_threads
 from fmpretrain.train.batches import TrainBatch, TrainBatches
@@ -51,10 +52,12 @@ from fmpretrain.train.schedule import warmup_cosine
 RUN_FILE = "run.yaml"
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
+#: How the last invocation of a run ended (launchers requeue on ``preempted``).
+STATUS_FILE = "status.json"
 if TYPE_CHECKING:
     from torch_geometric.data import Batch
 
-    from fmpretrain.data.loader import Normalizer, ShardLoader
+    from fmpretrain.data.loader import ShardLoader
     from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -103,7 +106,6 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     """Run (or resume) pre-training as configured; returns where it ended."""
     import deepspeed
 
-    from fmpretrain.data.loader import Normalizer
     from fmpretrain.models import build_fingerprint_model
 
     dist = init_distributed()
@@ -113,7 +115,7 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     model_cfg = load_model_config(cfg.model, cfg.model_overrides)
     if cfg.activation_checkpointing is not None:
         model_cfg.activation_checkpointing = cfg.activation_checkpointing
-    normalizer = Normalizer.from_manifest(manifest)
+    normalizer = _target_normalizer(cfg, manifest)
     descriptor_hash = _check_recorded_descriptor(out, manifest, cfg.data)
     run_record = _run_record(cfg, model_cfg, manifest, normalizer)
     if dist.is_main:
@@ -193,7 +195,7 @@ def _write_status(result: PretrainResult) -> None:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "resumed_from": result.resumed_from,
     }
-    atomic_write_text(result.out / "status.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_text(result.out / STATUS_FILE, json.dumps(record, indent=1) + "\n")
 
 
 def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
@@ -375,6 +377,7 @@ def _train_loader(run: _Run, epoch: int, skip_batches: int) -> ShardLoader:
         val_shards=cfg.val_shards,
         skip_batches=skip_batches,
         expected_descriptor_hash=run.descriptor_hash,
+        normalizer=run.normalizer,
     )
 
 
@@ -413,6 +416,7 @@ def evaluate(
         split="val",
         val_shards=cfg.val_shards,
         expected_descriptor_hash=descriptor_hash,
+        normalizer=normalizer,
     )
     engine.eval()
     loss_fn = _loss_function(cfg.loss)
@@ -429,9 +433,8 @@ def evaluate(
     metrics.all_reduce()
     if dist.world_size > 1:
         torch.distributed.all_reduce(loss_sum)
-    return validation_record(
-        metrics.compute(), normalizer.std, float(loss_sum[0]), int(loss_sum[1])
-    )
+    feature_std = torch.from_numpy(Manifest.load(cfg.data).statistics().std)  # MAE/std in units
+    return validation_record(metrics.compute(), feature_std, float(loss_sum[0]), int(loss_sum[1]))
 
 
 def describe_validation(record: dict[str, float]) -> str:
@@ -611,6 +614,24 @@ def _hash_mismatch(where: Path, recorded: str, manifest: Manifest, data: str) ->
     )
 
 
+#: Atoms of the training shards sampled to estimate a ``robust`` or ``log`` target scaling.
+SCALING_SAMPLE_ATOMS = 200_000
+
+
+def _target_normalizer(cfg: PretrainConfig, manifest: Manifest) -> Normalizer:
+    """The configured target scaling; the sampled ones read the same shards on every rank."""
+    from fmpretrain.data.loader import sample_fingerprints
+
+    sample = ()
+    if cfg.target_scaling in SAMPLED_SCALINGS:
+        sample = sample_fingerprints(
+            cfg.data, split="train", val_shards=cfg.val_shards, max_atoms=SCALING_SAMPLE_ATOMS
+        )
+    normalizer = fit_normalizer(cfg.target_scaling, manifest, sample)
+    log.info("target scaling: %s over %d features", cfg.target_scaling, normalizer.dim)
+    return normalizer
+
+
 def _run_record(cfg, model_cfg, manifest: Manifest, normalizer) -> dict[str, Any]:
     """What a release needs to rebuild the model: model, descriptor, normalization."""
     from dataclasses import asdict
@@ -639,7 +660,7 @@ def _write_run_record(out: Path, record: dict[str, Any]) -> None:
     path = out / RUN_FILE
     if path.exists():
         old = yaml.safe_load(path.read_text())
-        for key in ("model", "descriptor"):
+        for key in ("model", "descriptor", "normalization"):
             if _comparable(key, old.get(key)) != _comparable(key, record[key]):
                 raise ValueError(
                     f"{out} holds a run with a different {key} configuration; resume with the "
@@ -650,10 +671,13 @@ def _write_run_record(out: Path, record: dict[str, Any]) -> None:
 
 def _comparable(key: str, value: Any) -> Any:
     """What must match for a resume: the model's function (a run written before a field
-    existed gets its default; implementation choices may change), the descriptor as is."""
+    existed gets its default; implementation choices may change), the descriptor as is, the
+    target scaling's kind."""
     from fmpretrain.models import ModelConfig
 
     value = json.loads(json.dumps(value))
+    if key == "normalization" and isinstance(value, dict):  # target_scaling; old runs: zscore
+        return {"scaling": value.get("scaling", "zscore"), "dim": len(value.get("mean", []))}
     if key == "model" and isinstance(value, dict):
         try:
             return ModelConfig.from_dict(value).function_dict()

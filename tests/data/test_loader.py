@@ -18,8 +18,9 @@ import fmpretrain.data.loader as loader_module
 from fmpretrain.data.batching import pack_by_budget, shuffle_buffer
 from fmpretrain.data.format import read_shard
 from fmpretrain.data.graphs import build_graph
-from fmpretrain.data.loader import Normalizer, ShardReadError, build_loader
+from fmpretrain.data.loader import ShardReadError, build_loader
 from fmpretrain.data.manifest import Manifest
+from fmpretrain.data.scaling import Normalizer
 
 CUTOFF = 5.0
 
