@@ -44,9 +44,10 @@ def featurize_config(args: argparse.Namespace) -> FeaturizeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_pipeline.driver import run_featurize, summary
+    from data_pipeline.driver import summary
+    from data_pipeline.stage import FeaturizeStage
 
     cfg = featurize_config(args)
-    result = run_featurize(cfg, progress=not args.no_progress)
+    result = FeaturizeStage(cfg, progress=not args.no_progress).run()
     print(summary(result))
     return 0 if result.manifest.complete else 1

@@ -10,13 +10,10 @@ stage keeps its output under ``--out``; running again reuses the finished stages
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 
 @dataclass(frozen=True)
@@ -82,12 +79,14 @@ def run_demo(
     """Run every stage (reusing finished ones) and return the fine-tuning results."""
 
     from data_pipeline.config import FeaturizeConfig, SourceConfig
-    from data_pipeline.driver import run_featurize, summary
-    from fmpretrain.finetune.benchmark import run_benchmark
+    from data_pipeline.driver import summary
+    from data_pipeline.stage import FeaturizeStage
+    from fmpretrain.finetune.stages import BenchmarkStage
     from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.pipeline import Stage, run_stages
     from fmpretrain.train.config import PretrainConfig, WandbConfig
-    from fmpretrain.train.export import CONFIG, export_release
-    from fmpretrain.train.trainer import CHECKPOINTS, describe_validation, pretrain
+    from fmpretrain.train.stages import ExportStage, PretrainStage
+    from fmpretrain.train.trainer import describe_validation
 
     # Threads: pre-training and fine-tuning apply the thread policy (fmpretrain.threads): on a
     # machine where another process keeps a core busy they take one thread, since two threads
@@ -102,46 +101,35 @@ def run_demo(
         "foundation": out / "finetune-foundation",
     }
     start = time.perf_counter()
-    timings: dict[str, float] = {}
 
-    corpora = " + ".join(sizes.corpora)
-    _stage(
-        1,
-        "featurize",
-        f"real DFT-relaxed structures ({corpora}) + {sizes.generated} generated crystals "
-        f"with {descriptor}, {workers} Ray workers -> {paths['shards']}",
-    )
-    t0 = time.perf_counter()
     sources = [SourceConfig(kind="corpus", name=name) for name in sizes.corpora]
     sources.append(
         SourceConfig(kind="generated", n=sizes.generated, seed=0, max_atoms=sizes.max_atoms)
     )
-    featurized = run_featurize(
-        FeaturizeConfig(
-            descriptor=descriptor,
-            sources=sources,
-            dedupe=True,
-            out=str(paths["shards"]),
-            chunk_size=sizes.chunk_size,
-            workers=workers,
-        )
-    )
-    print(summary(featurized))
-    timings["featurize"] = time.perf_counter() - t0
-
-    _stage(
-        2,
-        "pretrain",
-        f"small equivariant transformer, {sizes.steps} steps, 1 DeepSpeed "
-        f"process -> {paths['pretrain']}",
-    )
-    t0 = time.perf_counter()
-    status_file = paths["pretrain"] / "status.json"
-    previous = json.loads(status_file.read_text()) if status_file.exists() else {}
-    if previous.get("status") == "finished" and previous.get("step") == sizes.steps:
-        print(f"reusing: pre-training already finished at step {sizes.steps}")
-    else:
-        result = pretrain(
+    folds = ", ".join(str(f) for f in sizes.folds)
+    common = [
+        f"task={sizes.task}",
+        f"task_size={sizes.task_size}",
+        f"max_epochs={sizes.epochs}",
+        f"patience={sizes.patience}",
+        "lr=5e-4",
+        f"folds=[{folds}]",
+        f"wandb.mode={wandb_mode}",
+        f"cache_dir={out / 'cache'}",
+    ]
+    foundation = _foundation_available()
+    stages: list[Stage] = [
+        FeaturizeStage(
+            FeaturizeConfig(
+                descriptor=descriptor,
+                sources=sources,
+                dedupe=True,
+                out=str(paths["shards"]),
+                chunk_size=sizes.chunk_size,
+                workers=workers,
+            )
+        ),
+        PretrainStage(
             PretrainConfig(
                 data=str(paths["shards"]),
                 out=str(paths["pretrain"]),
@@ -156,64 +144,59 @@ def run_demo(
                 log_every=max(1, sizes.steps // 12),
                 wandb=WandbConfig(mode=wandb_mode, name="demo-pretrain"),
             )
+        ),
+        ExportStage(paths["pretrain"], paths["release"]),
+        BenchmarkStage(
+            load_finetune_config(
+                None, [f"out={paths['finetune']}", f"pretrained={paths['release']}", *common]
+            ),
+            name="finetune",
+        ),
+    ]
+    if foundation:
+        stages.append(
+            BenchmarkStage(
+                load_finetune_config(
+                    None,
+                    [
+                        f"out={paths['foundation']}",
+                        f"pretrained={FOUNDATION}",
+                        "scratch=false",
+                        "baselines=false",
+                        *common,
+                    ],
+                ),
+                releases="none",
+                name="foundation",
+            )
         )
-        if result.last_val:
-            print(f"pre-trained to step {result.step}: {describe_validation(result.last_val)}")
-    timings["pretrain"] = time.perf_counter() - t0
-
-    _stage(3, "export", f"release (safetensors + config + sha256) -> {paths['release']}")
-    latest = (paths["pretrain"] / CHECKPOINTS / "latest").read_text().strip()
-    release_config = paths["release"] / CONFIG
-    if release_config.exists() and (
-        yaml.safe_load(release_config.read_text())["training"]["checkpoint"] == latest
-    ):
-        print(f"reusing: the release of checkpoint {latest}")
-    else:
-        export_release(paths["pretrain"], paths["release"])
-        print(f"exported checkpoint {latest}")
-
-    foundation = _foundation_available()
-    folds = ", ".join(str(f) for f in sizes.folds)
-    _stage(
-        4,
-        "finetune",
-        f"real task {sizes.task} ({sizes.task_size} structures), MatBench folds {folds}: "
-        "this release, "
+    corpora = " + ".join(sizes.corpora)
+    headers = {
+        "featurize": f"real DFT-relaxed structures ({corpora}) + {sizes.generated} generated "
+        f"crystals with {descriptor}, {workers} Ray workers -> {paths['shards']}",
+        "pretrain": f"small equivariant transformer, {sizes.steps} steps, 1 DeepSpeed "
+        f"process -> {paths['pretrain']}",
+        "export": f"release (safetensors + config + sha256) -> {paths['release']}",
+        "finetune": f"real task {sizes.task} ({sizes.task_size} structures), MatBench folds "
+        f"{folds}: this release, "
         + (f"the shipped foundation {FOUNDATION}, " if foundation else "")
         + f"from scratch, GBM and mean baselines -> {paths['finetune']}",
-    )
-    t0 = time.perf_counter()
-    common = [
-        f"task={sizes.task}",
-        f"task_size={sizes.task_size}",
-        f"max_epochs={sizes.epochs}",
-        f"patience={sizes.patience}",
-        "lr=5e-4",
-        f"folds=[{folds}]",
-        f"wandb.mode={wandb_mode}",
-        f"cache_dir={out / 'cache'}",
-    ]
-    results = run_benchmark(
-        load_finetune_config(
-            None, [f"out={paths['finetune']}", f"pretrained={paths['release']}", *common]
-        )
-    )
-    shipped = None
-    if foundation:
-        shipped = run_benchmark(
-            load_finetune_config(
-                None,
-                [
-                    f"out={paths['foundation']}",
-                    f"pretrained={FOUNDATION}",
-                    "scratch=false",
-                    "baselines=false",
-                    *common,
-                ],
-            ),
-            releases="none",
-        )
-    timings["finetune"] = time.perf_counter() - t0
+    }
+
+    def announce(number: int, stage: Stage) -> None:
+        if stage.name in headers:
+            _stage(number, stage.name, headers[stage.name])
+
+    done = run_stages(stages, announce=announce)
+    if not done.reused("featurize"):
+        print(summary(done["featurize"]))
+    if not done.reused("pretrain") and done["pretrain"].last_val:
+        result = done["pretrain"]
+        print(f"pre-trained to step {result.step}: {describe_validation(result.last_val)}")
+    results = done["finetune"]
+    shipped = done["foundation"] if foundation else None
+    timings = done.timings
+    timings["finetune"] += timings.pop("foundation", 0.0)
 
     total = time.perf_counter() - start
     print()

@@ -36,7 +36,5 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--quick", "--wandb", "offline"]) == 0
     captured = capsys.readouterr()
     second = captured.out + captured.err  # stage lines on stdout, progress logs on stderr
-    assert "resuming:" in second and "verified" in second  # featurization
-    assert "reusing: pre-training already finished" in second
-    assert "reusing: the release of checkpoint" in second
-    assert "fold 0: reusing" in second
+    for stage in ("featurize", "pretrain", "export", "finetune"):  # no stage recomputed
+        assert f"reusing: {stage} already finished" in second

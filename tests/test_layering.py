@@ -23,6 +23,8 @@ LAYERS = {
     "fmpretrain.download": 0,
     "fmpretrain.files": 0,
     "fmpretrain.threads": 0,
+    "fmpretrain.pipeline": 0,  # the stage shape and runner; knows no stage
+    "fmpretrain.machine": 0,
     "fmpretrain.extras": 0,
     "fmpretrain.release_format": 0,
     "fmpretrain.structures": 1,

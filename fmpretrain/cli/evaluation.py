@@ -88,10 +88,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from fmpretrain.finetune.benchmark import run_benchmark
+    from fmpretrain.finetune.stages import BenchmarkStage
 
     cfg = _finetune_config(args)
-    run_benchmark(cfg, releases=args.releases)
+    BenchmarkStage(cfg, releases=args.releases).run()
     out = Path(cfg.out)
     print((out / "results.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")

@@ -32,9 +32,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = pretrain_config(args)
     wandb = ["wandb"] if cfg.wandb.mode != "disabled" else []
     require_extra("pretrain", "train", ["deepspeed", "webdataset", *wandb])
-    from fmpretrain.train.trainer import describe_validation, pretrain
+    from fmpretrain.train.stages import PretrainStage
+    from fmpretrain.train.trainer import describe_validation
 
-    result = pretrain(cfg, progress=not args.no_progress)
+    result = PretrainStage(cfg, progress=not args.no_progress).run()
     import torch.distributed as torch_dist
 
     if not torch_dist.is_initialized() or torch_dist.get_rank() == 0:
@@ -49,9 +50,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fmpretrain.extras import require_extra
 
     require_extra("export", "train", ["deepspeed"])
-    from fmpretrain.train.export import export_release
+    from fmpretrain.train.stages import ExportStage
 
-    out = export_release(args.checkpoint, args.out, results=args.results)
+    out = ExportStage(args.checkpoint, args.out, results=args.results).run()
     print(f"wrote release {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     return 0
 
