@@ -41,7 +41,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -57,6 +56,7 @@ torch.set_num_threads(1)
 
 from fmpretrain.descriptors import get_descriptor  # noqa: E402
 from fmpretrain.generate import generate_structure, generate_structures  # noqa: E402
+from fmpretrain.machine import busy_share, cpu_times, machine_info  # noqa: E402
 from fmpretrain.neighbors import neighbor_list  # noqa: E402
 from fmpretrain.structures import Structure  # noqa: E402
 
@@ -200,21 +200,6 @@ def check_dscribe_equivalence(structures: Sequence[Structure]) -> float:
 
 
 # ============================================================================ timing
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 if unavailable)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Share of all cores busy between two :func:`cpu_ticks` readings (any process)."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def time_configs(
@@ -235,11 +220,11 @@ def time_configs(
         order = labels[r % len(labels) :] + labels[: r % len(labels)]
         for label in order:
             run = runners[label]
-            k0, c0, t0 = cpu_ticks(), time.process_time(), time.perf_counter()
+            k0, c0, t0 = cpu_times(), time.process_time(), time.perf_counter()
             for i in range(n):
                 run(i)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            busy = busy_fraction(k0, cpu_ticks())
+            busy = busy_share(k0, cpu_times())
             passes[label].append((wall, cpu, busy))
             print(
                 f"  round {r + 1}/{repeats} {label:13s} {wall:7.2f} s "
@@ -354,26 +339,7 @@ def run_child(mode: str, label: str, args: argparse.Namespace) -> dict[str, Any]
 
 # ============================================================================ report
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "dscribe": version("dscribe"),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return {**machine_info(("torch", "numpy", "dscribe")), "torch_threads": torch.get_num_threads()}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -481,10 +447,10 @@ def time_passes(
     for r in range(repeats):
         order = labels[r % len(labels) :] + labels[: r % len(labels)]
         for label in order:
-            k0, c0, t0 = cpu_ticks(), time.process_time(), time.perf_counter()
+            k0, c0, t0 = cpu_times(), time.process_time(), time.perf_counter()
             passes[label]()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            busy, load = busy_fraction(k0, cpu_ticks()), os.getloadavg()[0]
+            busy, load = busy_share(k0, cpu_times()), os.getloadavg()[0]
             runs[label].append((wall, cpu, busy, load))
             print(
                 f"  round {r + 1}/{repeats} {label:16s} {wall:7.3f} s (cpu {cpu:6.3f} s, "

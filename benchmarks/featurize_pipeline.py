@@ -36,7 +36,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -50,6 +49,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data_pipeline.worker import ChunkFeaturizer  # noqa: E402
+from fmpretrain.machine import busy_share, cpu_times, machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_DIR = "bench-timing"
@@ -58,43 +58,7 @@ DEMO = REPO / "configs" / "featurize" / "demo.yaml"
 
 # ============================================================================ helpers
 def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": version("ray"),
-    }
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 if unavailable)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Share of all cores busy between two :func:`cpu_ticks` readings (any process)."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else float("nan")
+    return machine_info(("torch", "ray"))
 
 
 def make_config(out: Path, overrides: Sequence[str]):
@@ -242,7 +206,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             order = labels[r % 3 :] + labels[: r % 3]
             for label in order:
                 counter += 1
-                ticks = cpu_ticks()
+                ticks = cpu_times()
                 out = workdir / f"run-{counter:03d}"
                 if label == "bare":
                     cfg = make_config(out, overrides)
@@ -251,7 +215,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     cfg = make_config(out, [*overrides, f"workers={label.split('=')[1]}"])
                     res = pipeline_run(cfg)
                     shutil.rmtree(out, ignore_errors=True)
-                res["busy"] = busy_fraction(ticks, cpu_ticks())
+                res["busy"] = busy_share(ticks, cpu_times())
                 runs[label].append(res)
                 extra = (
                     f"start-up {res['startup_s']:.2f} s, active {res['active_s']:.2f} s, "

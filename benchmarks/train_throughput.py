@@ -50,8 +50,6 @@ import argparse
 import copy
 import importlib
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -66,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fmpretrain.machine import busy_share, cpu_times, machine_info
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_FEATURIZE = REPO / "configs" / "featurize" / "demo.yaml"
 MODEL_CONFIGS = REPO / "configs" / "model"
@@ -74,41 +74,7 @@ OURS, PEER = "fmpretrain", "torchmd-net"
 
 # ============================================================================ machine and load
 def machine() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("torch", "torch_geometric", "torchmd-net", "warp-lang", "numpy", "vesin"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), **versions}
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 if unavailable)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Share of all cores busy between two :func:`cpu_ticks` readings (any process)."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else float("nan")
+    return machine_info(("torch", "torch_geometric", "torchmd-net", "warp-lang", "numpy", "vesin"))
 
 
 def loadavg() -> str:
@@ -392,7 +358,7 @@ class Runner:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.sync()
-        ticks, cpu0, t0 = cpu_ticks(), time.process_time(), time.perf_counter()
+        ticks, cpu0, t0 = cpu_times(), time.process_time(), time.perf_counter()
         for batch in self.batches:
             self.step(batch)
         self.sync()
@@ -400,7 +366,7 @@ class Runner:
         record = {
             "wall_s": wall,
             "cpu_s": time.process_time() - cpu0,
-            "busy": busy_fraction(ticks, cpu_ticks()),
+            "busy": busy_share(ticks, cpu_times()),
             "atoms": sum(b.num_nodes for b in self.batches),
             "steps": len(self.batches),
         }
@@ -555,7 +521,7 @@ def featurize_shards(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def loader_pass(shards: Path, cutoff: float, args: argparse.Namespace, workers: int):
     from fmpretrain.data.loader import build_loader
 
-    ticks, t0 = cpu_ticks(), time.perf_counter()
+    ticks, t0 = cpu_times(), time.perf_counter()
     loader = build_loader(
         shards,
         cutoff=cutoff,
@@ -581,7 +547,7 @@ def loader_pass(shards: Path, cutoff: float, args: argparse.Namespace, workers: 
         "atoms": atoms,
         "batches_per_s": batches / wall,
         "atoms_per_s": atoms / wall,
-        "busy": busy_fraction(ticks, cpu_ticks()),
+        "busy": busy_share(ticks, cpu_times()),
     }
 
 
@@ -610,7 +576,7 @@ def e2e_pass(runner: Runner, shards: Path, cutoff: float, args, workers: int, pr
             if len(source) == args.e2e_batches:
                 break
         iterator.close()  # stops the loader's workers
-    ticks, t0 = cpu_ticks(), time.perf_counter()
+    ticks, t0 = cpu_times(), time.perf_counter()
     steps = atoms = edges = 0
     iterator = iter(source)
     for batch in iterator:
@@ -630,7 +596,7 @@ def e2e_pass(runner: Runner, shards: Path, cutoff: float, args, workers: int, pr
         "atoms": atoms,
         "edges": edges,
         "atoms_per_s": atoms / wall,
-        "busy": busy_fraction(ticks, cpu_ticks()),
+        "busy": busy_share(ticks, cpu_times()),
     }
 
 

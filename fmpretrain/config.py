@@ -24,6 +24,16 @@ T = TypeVar("T")
 CONFIG_KINDS = ("deepspeed", "descriptors", "featurize", "finetune", "model", "pretrain")
 
 
+@dataclasses.dataclass
+class WandbConfig:
+    """W&B settings shared by pre-training and fine-tuning."""
+
+    mode: str = "offline"  # offline | online | disabled; online needs WANDB_API_KEY
+    project: str = "fmpretrain"
+    name: str | None = None
+    entity: str | None = None
+
+
 def shipped_configs() -> Path:
     """The folder of the configurations shipped with the package (``configs/`` in a checkout)."""
     return Path(str(importlib.resources.files("fmpretrain.configs")))
@@ -144,6 +154,38 @@ def one_line(text: str) -> str:
 def config_dict(cfg: Any) -> dict[str, Any]:
     """A structured config (dataclass instance) as plain, resolved containers."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def config_keys(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(key, default, meaning)`` of every field of a config dataclass, nested ones dotted
+    (``wandb.mode``); the meaning is the field's trailing ``#`` comment in the source."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = ""
+    comments = dict(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE))
+    keys: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(cls):
+        factory = f.default_factory
+        default = factory() if factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            keys.extend(config_keys(type(default), f"{prefix}{f.name}."))
+            continue
+        shown = "(required)" if repr(default) == "'???'" else default
+        keys.append((prefix + f.name, shown, comments.get(f.name, "").strip()))
+    return keys
+
+
+def config_help(cls: type) -> str:
+    """The ``--help`` epilog of a configured command: every KEY=VALUE it takes, from ``cls``."""
+    lines = ["configuration keys (KEY=VALUE overrides; --print-config shows the resolved values):"]
+    for key, default, meaning in config_keys(cls):
+        value = "null" if default is None else str(default)
+        lines.append(f"  {key} = {value}" + (f"  # {meaning}" if meaning else ""))
+    return "\n".join(lines)
 
 
 def config_yaml(cfg: Any) -> str:

@@ -38,14 +38,15 @@ from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference
 from fmpretrain.structures import InvalidStructureError, Structure, validate
 
 __all__ = [
-    "DEFAULT_MIN_DISTANCE",
+    "GENERATED_MIN_DISTANCE",
     "generate_structure",
     "generate_structures",
     "list_families",
 ]
 
-#: Minimum interatomic distance (Å) every generated structure satisfies by default.
-DEFAULT_MIN_DISTANCE = 0.7
+#: Minimum interatomic distance (Å) every generated structure keeps by default: stricter than
+#: the validation floor ``structures.DEFAULT_MIN_DISTANCE`` (0.5 Å), so generated crystals pass it.
+GENERATED_MIN_DISTANCE = 0.7
 
 #: Above this many atoms, a cheap distance bound replaces the neighbour search when it can.
 _BOUND_MIN_ATOMS = 24
@@ -865,7 +866,7 @@ def generate_structure(
     min_atoms: int = 1,
     max_atoms: int = 200,
     families: Iterable[str] | str | None = None,
-    min_distance: float = DEFAULT_MIN_DISTANCE,
+    min_distance: float = GENERATED_MIN_DISTANCE,
 ) -> Structure:
     """Structure number ``index`` of the stream ``seed``; depends only on (seed, index, options).
 
@@ -893,7 +894,7 @@ def generate_structures(
     min_atoms: int = 1,
     max_atoms: int = 200,
     families: Iterable[str] | str | None = None,
-    min_distance: float = DEFAULT_MIN_DISTANCE,
+    min_distance: float = GENERATED_MIN_DISTANCE,
     start: int = 0,
 ) -> Iterator[Structure]:
     """Lazily yield structures ``start, ..., start + n - 1`` of the stream ``seed``.

@@ -16,10 +16,13 @@ policy therefore gives each process
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
 __all__ = ["auto_threads", "busy_cores_elsewhere", "choose_threads", "set_threads", "usable_cores"]
+
+from fmpretrain.machine import busy_share, cpu_times, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -29,45 +32,21 @@ SAMPLE_SECONDS = 0.3
 BUSY_THRESHOLD = 0.6
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask), else the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all cores from /proc/stat; None where it does not exist."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = handle.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu":
-        return None
-    values = [float(v) for v in fields[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
 def busy_cores_elsewhere(seconds: float = SAMPLE_SECONDS) -> float:
     """Cores kept busy by other processes over a short sample (0.0 where it cannot tell)."""
-    first = _cpu_times()
+    first = cpu_times()
     if first is None:
         return 0.0
     own_start = time.process_time()
     wall_start = time.monotonic()
     time.sleep(seconds)
-    second = _cpu_times()
+    share = busy_share(first, cpu_times())  # of all cores
     wall = time.monotonic() - wall_start
-    if second is None or second[1] <= first[1] or wall <= 0:
+    if math.isnan(share) or wall <= 0:
         return 0.0
     cores = os.cpu_count() or 1
-    busy_share = (second[0] - first[0]) / (second[1] - first[1])  # of all cores
     own = (time.process_time() - own_start) / wall  # in cores
-    return max(0.0, busy_share * cores - own)
+    return max(0.0, share * cores - own)
 
 
 def auto_threads(cores: int, local_processes: int, busy_elsewhere: float) -> int:

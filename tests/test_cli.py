@@ -178,3 +178,25 @@ def test_python_m_data_pipeline_is_fmpretrain_featurize(tmp_path):
     ]
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout == runs[1].stdout and "workers: 3" in runs[0].stdout
+
+
+@pytest.mark.parametrize("command", ["featurize", "pretrain", "finetune", "benchmark"])
+def test_help_lists_every_configuration_key_from_the_dataclass(command, capsys):
+    import dataclasses
+    import importlib
+
+    from fmpretrain.cli.parser import CONFIG_CLASSES
+    from fmpretrain.config import config_keys
+
+    module, name = CONFIG_CLASSES[command].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    keys = [key for key, _, _ in config_keys(cls)]
+    assert {f.name for f in dataclasses.fields(cls)} <= {k.split(".")[0] for k in keys}
+    for key in keys:
+        assert f"\n  {key} = " in text, key
+    if command == "pretrain":
+        assert "  target_scaling = zscore  # zscore | minmax | robust | log" in text
+        assert "  wandb.mode = offline" in text

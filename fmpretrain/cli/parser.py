@@ -77,6 +77,42 @@ FINETUNE_OVERRIDES_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A sub-command parser whose ``--help`` ends with every configuration key of its config
+    dataclass (``config_class = "module:Class"``, imported only when help is asked for)."""
+
+    config_class: str | None = None
+
+    def format_help(self) -> str:
+        if self.config_class and self.epilog is None:
+            import importlib
+
+            from fmpretrain.config import config_help
+
+            module, name = self.config_class.split(":")
+            self.epilog = config_help(getattr(importlib.import_module(module), name))
+            self.formatter_class = _KeysFormatter
+        return super().format_help()
+
+
+class _KeysFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual, prints the key list line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("configuration keys"):
+            return text
+        return super()._fill_text(text, width, indent)
+
+
+#: The config dataclass behind each configured sub-command.
+CONFIG_CLASSES = {
+    "featurize": "data_pipeline.config:FeaturizeConfig",
+    "pretrain": "fmpretrain.train.config:PretrainConfig",
+    "finetune": "fmpretrain.finetune.trainer:FinetuneConfig",
+    "benchmark": "fmpretrain.finetune.trainer:FinetuneConfig",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmpretrain",
@@ -84,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser(
         "demo",
@@ -103,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--descriptor",
         default="ead",
-        choices=["wacsf", "gmp", "ead"],
-        help="fingerprint to pre-train on (default ead, the shipped foundation's)",
+        choices=["wacsf", "gmp", "ead", "concat"],
+        help="fingerprint to pre-train on (default ead, the shipped foundation's; concat: all "
+        "three side by side)",
     )
     demo.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
     demo.add_argument(
@@ -134,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fp.add_argument("files", nargs="+", type=Path, metavar="FILE", help="structure files")
     fp.add_argument(
-        "--descriptor", "-d", default="wacsf", help="wacsf, gmp or ead (default: wacsf)"
+        "--descriptor", "-d", default="wacsf", help="wacsf, gmp, ead or concat (default: wacsf)"
     )
     fp.add_argument(
         "--config",
@@ -399,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_print_config(gen, generate_config)
     gen.set_defaults(func=cmd_generate)
     _add_model_commands(sub)
+    for command, config_class in CONFIG_CLASSES.items():
+        sub.choices[command].config_class = config_class  # type: ignore[attr-defined]
     return parser
 
 

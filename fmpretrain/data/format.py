@@ -154,25 +154,36 @@ class _HashingWriter:
 
 def read_shard(path: str | Path) -> Iterator[Sample]:
     """Decode the samples of one local shard in order (for checks and tools; training streams
-    shards through :mod:`fmpretrain.data.loader`)."""
+    shards through :mod:`fmpretrain.data.loader`, which verifies counts and hashes too)."""
     path = Path(path)
     try:
-        with tarfile.open(path, "r") as tar:
-            key, members = None, {}
-            for info in tar:
-                if not info.isfile():
-                    continue
-                sample_key, _, suffix = info.name.partition(".")
-                if key is not None and sample_key != key:
-                    yield Sample.decode(key, members)
-                    members = {}
-                key = sample_key
-                handle = tar.extractfile(info)
-                members[suffix] = handle.read() if handle else b""
-            if key is not None:
-                yield Sample.decode(key, members)
+        with open(path, "rb") as stream:
+            yield from iter_samples(stream)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ShardFormatError(f"shard {path}: unreadable tar ({err})") from err
+
+
+def iter_samples(stream: BinaryIO) -> Iterator[Sample]:
+    """The one shard decoder: the samples of a tar read front to back from ``stream`` (a file,
+    a pipe, an HTTP body), members grouped by key as :func:`write_shard` wrote them.
+
+    Raises :class:`ShardFormatError` for a malformed sample and ``tarfile.TarError`` /
+    ``EOFError`` / ``OSError`` for a truncated or unreadable stream.
+    """
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        key, members = None, {}
+        for info in tar:
+            if not info.isfile():
+                continue
+            sample_key, _, suffix = info.name.partition(".")
+            if key is not None and sample_key != key:
+                yield Sample.decode(key, members)
+                members = {}
+            key = sample_key
+            handle = tar.extractfile(info)
+            members[suffix] = handle.read() if handle else b""
+        if key is not None:
+            yield Sample.decode(key, members)
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

@@ -39,15 +39,16 @@ What it guarantees:
   (``FileNotFoundError``), a shard whose size differs from the manifest up front and a
   truncated or corrupt one while streaming (:class:`ShardReadError`, naming it). Nothing is
   skipped silently.
-- **Verified while streaming**: each shard's bytes are hashed as webdataset reads them (no
+- **Verified while streaming**: each shard's bytes are hashed as they are streamed (no
   second pass) and compared at the end of the shard with the manifest's sha256; a mismatch, or
   a NaN/inf in a sample's fingerprint, positions or cell, raises :class:`ShardReadError` naming
   the shard (and the sample). Samples of a shard are yielded before its end is reached, so a
   consumer may have seen some of them when the error comes.
 
-Shards are read with ``webdataset``'s tar streaming from local paths, ``file:`` URLs or
-``pipe:`` URLs (``pipe:aws s3 cp s3://bucket/shard-000001.tar -``); samples are decoded by
-:meth:`Sample.decode` (``np.load(allow_pickle=False)``) and graphs built by
+Shards are opened with ``webdataset``'s ``gopen`` from local paths, ``file:`` URLs or ``pipe:``
+URLs (``pipe:aws s3 cp s3://bucket/shard-000001.tar -``) and decoded front to back by the one
+shard decoder, :func:`fmpretrain.data.format.iter_samples` (``np.load(allow_pickle=False)``,
+the same code as ``fmpretrain shards verify``); graphs are built by
 :func:`fmpretrain.data.graphs.build_graph` with the model's cutoff. Targets are the
 fingerprints scaled by a :class:`~fmpretrain.data.scaling.Normalizer` (by default the z-score
 of the manifest's per-feature statistics).
@@ -73,11 +74,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch_geometric.data import Batch, Data
-from webdataset.handlers import reraise_exception
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from fmpretrain.data.batching import derive_seed, pack_by_budget, shuffle_buffer
-from fmpretrain.data.format import Sample, ShardFormatError
+from fmpretrain.data.format import Sample, ShardFormatError, iter_samples
 from fmpretrain.data.graphs import build_graph
 from fmpretrain.data.manifest import MANIFEST_NAME, Manifest, unlisted_shards
 from fmpretrain.data.scaling import Normalizer
@@ -482,14 +481,12 @@ def _read_shard(ref: ShardRef, dim: int) -> Iterator[Sample]:
     finished = False
     count = 0
     try:
-        files = tar_file_expander([{"url": ref.url, "stream": stream}], handler=reraise_exception)
-        records = group_by_keys(files, handler=reraise_exception)
+        samples = iter_samples(stream)  # type: ignore[arg-type]
         while True:
             try:
-                record = next(records, None)
-                if record is None:
+                sample = next(samples, None)
+                if sample is None:
                     break
-                sample = Sample.decode(record["__key__"], record)
             except Exception as err:
                 raise unreadable(err) from err
             if sample.fingerprint.shape[1] != dim:

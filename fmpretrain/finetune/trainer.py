@@ -33,12 +33,14 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from fmpretrain.config import load_structured, named_config
+from fmpretrain.config import WandbConfig, load_structured, named_config
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import TASK_TYPES, batches
 from fmpretrain.finetune.release import Release
 from fmpretrain.models import ModelConfig, PropertyModel, build_property_model
 from fmpretrain.models.heads import POOLINGS
+from fmpretrain.models.losses import LOSSES, loss_function
+from fmpretrain.structures import DEFAULT_MIN_DISTANCE
 
 __all__ = [
     "FinetuneConfig",
@@ -55,16 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("l1", "mse", "smooth_l1")
 SCHEDULERS = ("plateau", "cosine", "none")
-
-
-@dataclass
-class WandbConfig:
-    mode: str = "offline"  # offline | online | disabled; online needs WANDB_API_KEY
-    project: str = "fmpretrain"
-    name: str | None = None
-    entity: str | None = None
 
 
 @dataclass
@@ -93,7 +86,7 @@ class FinetuneConfig:
     emt: EmtConfig = field(default_factory=EmtConfig)
     cache_dir: str | None = None  # downloads and generated tasks ($FMPRETRAIN_CACHE)
     matbench_url: str | None = None  # base URL of matbench_<name>.json.gz files
-    min_distance: float = 0.5  # structures with closer atoms are bad entries
+    min_distance: float = DEFAULT_MIN_DISTANCE  # structures with closer atoms are bad entries
     # --- model (from-scratch runs without a release only; otherwise the release's)
     model: str = "small"  # configs/model/<name>.yaml or a path
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -300,14 +293,6 @@ def _natoms(batch: Batch) -> Tensor:
     return batch.natoms if hasattr(batch, "natoms") else torch.bincount(batch.batch)
 
 
-def _loss_fn(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    return {
-        "l1": nn.functional.l1_loss,
-        "mse": nn.functional.mse_loss,
-        "smooth_l1": nn.functional.smooth_l1_loss,
-    }[name]
-
-
 def _forward(model: PropertyModel, batch: Batch) -> Tensor:
     return model(batch)
 
@@ -422,7 +407,7 @@ def fit(
     else:
         scheduler = None
     val_batches = batches(val, cfg.max_atoms_per_batch, max_edges=cfg.max_edges_per_batch)
-    loss_fn = _loss_fn(cfg.loss)
+    loss_fn = loss_function(cfg.loss)
     key = "error" if task_type == "classification" else "mae"
     best_score, best_epoch, best_state, best_val = math.inf, 0, None, {}
     history: list[dict[str, float]] = []

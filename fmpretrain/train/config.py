@@ -10,16 +10,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import load_structured, named_config
+from fmpretrain.config import WandbConfig, load_structured, named_config
 from fmpretrain.data.scaling import SCALINGS
-
-
-@dataclass
-class WandbConfig:
-    mode: str = "offline"  # offline | online | disabled; online needs WANDB_API_KEY
-    project: str = "fmpretrain"
-    name: str | None = None
-    entity: str | None = None
+from fmpretrain.models.losses import LOSSES
 
 
 @dataclass
@@ -56,7 +49,6 @@ class PretrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-LOSSES = ("mse", "l1", "smooth_l1")
 #: Integer settings and their smallest allowed value.
 AT_LEAST = {
     "max_steps": 1,

@@ -34,6 +34,7 @@ from fmpretrain.config import config_dict
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.data.scaling import SAMPLED_SCALINGS, Normalizer, fit_normalizer
 from fmpretrain.files import atomic_write_text
+from fmpretrain.models.losses import loss_function
 from fmpretrain.threads import set_threads
 from fmpretrain.train.batches import TrainBatch, TrainBatches
 from fmpretrain.train.checkpoints import (
@@ -322,7 +323,7 @@ class _TrainStep:
 
     def __init__(self, run: _Run) -> None:
         self.run = run
-        self.loss_fn = _loss_function(run.cfg.loss)
+        self.loss_fn = loss_function(run.cfg.loss)
         self.window = _Window()
         self.audit = _SampleAudit(run.out, run.dist.rank) if run.cfg.audit_samples else None
 
@@ -419,7 +420,7 @@ def evaluate(
         normalizer=normalizer,
     )
     engine.eval()
-    loss_fn = _loss_function(cfg.loss)
+    loss_fn = loss_function(cfg.loss)
     dim = len(normalizer.mean)
     metrics = ChannelMetrics(dim, dist.device)
     loss_sum = torch.zeros(2, dtype=torch.float64, device=dist.device)
@@ -510,14 +511,6 @@ class _Window:
         }
         self.reset()
         return record
-
-
-def _loss_function(name: str):
-    return {
-        "mse": torch.nn.functional.mse_loss,
-        "l1": torch.nn.functional.l1_loss,
-        "smooth_l1": torch.nn.functional.smooth_l1_loss,
-    }[name]
 
 
 def _grad_norm(engine) -> float:
