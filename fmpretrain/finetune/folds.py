@@ -11,7 +11,13 @@ import numpy as np
 from fmpretrain.finetune import baselines as baselines_mod
 from fmpretrain.finetune.prepare import Prepared
 from fmpretrain.finetune.release import Release
-from fmpretrain.finetune.trainer import FinetuneConfig, build_model, evaluate, fit
+from fmpretrain.finetune.trainer import (
+    FinetuneConfig,
+    build_model,
+    evaluate,
+    evaluation_batches,
+    fit,
+)
 from fmpretrain.finetune.wandb_runs import _Logger
 
 log = logging.getLogger("fmpretrain.finetune.benchmark")
@@ -65,11 +71,10 @@ def _train_modes(
         )
         metrics, pred, idx = evaluate(
             model,
-            [graphs[i] for i in test],
+            evaluation_batches([graphs[i] for i in test], cfg),
             task_type=prep.spec.task_type,
             scaler=outcome.scaler,
             device=next(model.parameters()).device,
-            max_atoms=cfg.max_atoms_per_batch,
         )
         if logger is not None:
             logger.summary({f"test_{k}": v for k, v in metrics.items()})

@@ -384,3 +384,31 @@ def test_emt_task_is_deterministic_cached_and_physical(tmp_path):
         energies.append(strained.get_potential_energy() / len(s))
     assert np.ptp(energies) > 0.05
     assert energies[0] > min(energies) and energies[-1] > min(energies)
+
+
+def test_evaluation_batches_predict_what_training_sized_batches_do(tmp_path, cache, release):
+    from fmpretrain.finetune.data import batches
+    from fmpretrain.finetune.trainer import (
+        EVAL_BATCH_FACTOR,
+        TargetScaler,
+        evaluate,
+        evaluation_batches,
+    )
+
+    rel = load_release(release)
+    model = build_model(rel.model_config, release=rel, seed=0)
+    dataset, _ = load_task("emt_energy", n=24, seed=1, cache=cache)
+    graphs = build_graphs(dataset, rel.cutoff)
+    cfg = config(tmp_path, cache, "max_atoms_per_batch=32")
+    large = evaluation_batches(graphs, cfg)
+    small = batches(graphs, cfg.max_atoms_per_batch)
+    assert len(large) < len(small)
+    assert all(b.num_nodes <= EVAL_BATCH_FACTOR * 32 for b in large if b.num_graphs > 1)
+    y = np.array([float(g.y) for g in graphs])
+    natoms = np.array([g.num_nodes for g in graphs])
+    scaler = TargetScaler.fit(y, natoms, per_atom=False)
+    a = evaluate(model, large, task_type="regression", scaler=scaler)
+    b = evaluate(model, small, task_type="regression", scaler=scaler)
+    np.testing.assert_array_equal(a[2], b[2])  # same graphs, same order
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+    assert a[0]["mae"] == pytest.approx(b[0]["mae"], rel=1e-5)
