@@ -200,3 +200,21 @@ def test_help_lists_every_configuration_key_from_the_dataclass(command, capsys):
     if command == "pretrain":
         assert "  target_scaling = zscore  # zscore | minmax | robust | log" in text
         assert "  wandb.mode = offline" in text
+
+
+def test_deepspeed_config_file_merges_deeply_into_the_run_entries(tmp_path, capsys):
+    extra = tmp_path / "ds.yaml"
+    extra.write_text("zero_optimization: {overlap_comm: true}\n")
+    code = main(
+        [
+            "pretrain", "--deepspeed-config", str(extra), "--print-config",
+            f"data={tmp_path}", f"out={tmp_path / 'run'}",
+            "deepspeed={zero_optimization: {reduce_bucket_size: 100}}",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["deepspeed"]["zero_optimization"] == {
+        "reduce_bucket_size": 100,
+        "overlap_comm": True,
+    }

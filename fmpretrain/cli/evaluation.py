@@ -46,7 +46,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def finetune_config(args: argparse.Namespace) -> Any:
     """``finetune``/``benchmark``'s configuration (``--data FILE`` is ``data=FILE``); without a
     release, the from-scratch model it names must resolve."""
-    from fmpretrain.finetune.trainer import load_finetune_config, resolve_model_config
+    from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.models import ModelConfig
 
     overrides = list(args.overrides)
     if args.data is not None:
@@ -55,7 +56,7 @@ def finetune_config(args: argparse.Namespace) -> Any:
             overrides.append("task=null")  # the dataset is named after the file
     cfg = load_finetune_config(args.config, overrides)
     if cfg.pretrained is None:
-        resolve_model_config(cfg.model, dict(cfg.model_overrides))
+        ModelConfig.from_name(cfg.model, dict(cfg.model_overrides))
     return cfg
 
 

@@ -13,7 +13,7 @@ def pretrain_config(args: argparse.Namespace) -> Any:
     model it names must resolve (a wrong name fails here, not after the launcher started)."""
     from omegaconf import OmegaConf
 
-    from fmpretrain.config import load_yaml, named_config
+    from fmpretrain.config import deep_merge, load_yaml, named_config
     from fmpretrain.models import ModelConfig
     from fmpretrain.train.config import load_pretrain_config
 
@@ -21,7 +21,7 @@ def pretrain_config(args: argparse.Namespace) -> Any:
     if args.deepspeed_config:
         path = named_config("deepspeed", args.deepspeed_config)
         extra = OmegaConf.to_container(load_yaml(path), resolve=True)
-        cfg.deepspeed = {**cfg.deepspeed, **extra}  # type: ignore[dict-item]
+        cfg.deepspeed = deep_merge(cfg.deepspeed, extra)  # type: ignore[arg-type]
     ModelConfig.from_name(cfg.model, cfg.model_overrides)
     return cfg
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
 from fmpretrain.finetune.release import Release
 from fmpretrain.finetune.tasks import TaskSpec, load_task
-from fmpretrain.finetune.trainer import FinetuneConfig, resolve_model_config
+from fmpretrain.finetune.trainer import FinetuneConfig
 from fmpretrain.models import ModelConfig
 
 __all__ = ["Prepared", "prepare"]
@@ -52,7 +52,7 @@ def _model_config(cfg: FinetuneConfig, release: Release | None) -> ModelConfig:
                 "architecture comes from the release (the scratch baseline uses it too)"
             )
         return release.model_config
-    return resolve_model_config(cfg.model, dict(cfg.model_overrides))
+    return ModelConfig.from_name(cfg.model, dict(cfg.model_overrides))
 
 
 def prepare(cfg: FinetuneConfig, task: str | None, release: Release | None) -> Prepared:

@@ -52,7 +52,6 @@ __all__ = [
     "load_finetune_config",
     "parameter_groups",
     "resolve_device",
-    "resolve_model_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -174,11 +173,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available")
     return device
-
-
-def resolve_model_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """``name`` as a path, else ``configs/model/<name>.yaml`` (:meth:`ModelConfig.from_name`)."""
-    return ModelConfig.from_name(name, overrides)
 
 
 # ============================================================================ targets

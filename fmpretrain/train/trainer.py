@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from fmpretrain.config import config_dict
+from fmpretrain.config import config_dict, deep_merge
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.data.scaling import SAMPLED_SCALINGS, Normalizer, fit_normalizer
 from fmpretrain.files import atomic_write_text
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from torch_geometric.data import Batch
 
     from fmpretrain.data.loader import ShardLoader
-    from fmpretrain.models import ModelConfig
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -107,13 +106,13 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     """Run (or resume) pre-training as configured; returns where it ended."""
     import deepspeed
 
-    from fmpretrain.models import build_fingerprint_model
+    from fmpretrain.models import ModelConfig, build_fingerprint_model
 
     dist = init_distributed()
     set_threads(cfg.threads, local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     out = Path(cfg.out)
     manifest = Manifest.load(cfg.data)
-    model_cfg = load_model_config(cfg.model, cfg.model_overrides)
+    model_cfg = ModelConfig.from_name(cfg.model, cfg.model_overrides)
     if cfg.activation_checkpointing is not None:
         model_cfg.activation_checkpointing = cfg.activation_checkpointing
     normalizer = _target_normalizer(cfg, manifest)
@@ -199,13 +198,6 @@ def _write_status(result: PretrainResult) -> None:
     atomic_write_text(result.out / STATUS_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def load_model_config(name: str, overrides: dict[str, Any]) -> ModelConfig:
-    """``configs/model/<name>.yaml`` (or a path) with ``overrides`` on top."""
-    from fmpretrain.models import ModelConfig
-
-    return ModelConfig.from_name(name, overrides)
-
-
 def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
     """The DeepSpeed config this run uses (``cfg.deepspeed`` entries override it)."""
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
@@ -221,7 +213,7 @@ def deepspeed_config(cfg: PretrainConfig, dist: DistInfo) -> dict[str, Any]:
     }
     if use_bf16:  # autocast keeps fp32 master weights; the RBF and loss stay in fp32
         config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
-    return _deep_merge(config, cfg.deepspeed)
+    return deep_merge(config, cfg.deepspeed)
 
 
 @dataclass
@@ -677,13 +669,3 @@ def _comparable(key: str, value: Any) -> Any:
         except (TypeError, ValueError):
             return value
     return value
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
