@@ -12,7 +12,7 @@ from ase.data import atomic_numbers, chemical_symbols, reference_states
 
 from fmpretrain import generate as gen
 from fmpretrain.generate import (
-    DEFAULT_MIN_DISTANCE,
+    GENERATED_MIN_DISTANCE,
     generate_structure,
     generate_structures,
     list_families,
@@ -149,7 +149,7 @@ def test_every_family_appears_and_all_valid():
     counts = Counter(s.properties["family"] for s in structures)
     assert set(counts) == set(FAMILIES)
     for s in structures:
-        validate(s, min_distance=DEFAULT_MIN_DISTANCE)
+        validate(s, min_distance=GENERATED_MIN_DISTANCE)
         assert 1 <= len(s) <= 200
     # the variations all occur, and perfect crystals too
     props = [s.properties for s in structures]
@@ -167,7 +167,7 @@ def test_family_alone(family):
     for s in structures:
         assert s.properties["family"] == family
         assert len(s) <= 120
-        validate(s, min_distance=DEFAULT_MIN_DISTANCE)
+        validate(s, min_distance=GENERATED_MIN_DISTANCE)
         nn = nearest(s)
         assert nn.min() > 1.0, (s, nn.min())  # shortest real bonds here are ~1.5 Å (C-C)
         assert nn.max() < 6.0, (s, nn.max())  # no isolated atoms (bcc Cs has ~5.3 Å)
@@ -187,7 +187,7 @@ def test_one_atom_cells():
     assert all(len(s) == 1 for s in ones)
     assert {s.properties["family"] for s in ones} <= {"fcc", "bcc"}
     for s in ones:
-        validate(s, min_distance=DEFAULT_MIN_DISTANCE)
+        validate(s, min_distance=GENERATED_MIN_DISTANCE)
     one_fcc = generate_structure(0, seed=4, families="fcc", max_atoms=1)
     assert len(one_fcc) == 1 and one_fcc.properties["setting"] == "primitive"
 
@@ -196,7 +196,7 @@ def test_large_cells():
     big = list(generate_structures(12, seed=4, min_atoms=200, max_atoms=300))
     assert all(200 <= len(s) <= 300 for s in big)
     for s in big:
-        validate(s, min_distance=DEFAULT_MIN_DISTANCE)
+        validate(s, min_distance=GENERATED_MIN_DISTANCE)
     # the default range reaches beyond 100 atoms as well as single digits
     sizes = [len(s) for s in sample()]
     assert min(sizes) <= 3 and max(sizes) >= 150
