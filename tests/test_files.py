@@ -18,6 +18,17 @@ from fmpretrain.files import (
 )
 
 
+def race(work, target) -> None:
+    """``work(str(target), tag)`` in two forked processes at once (tags 1 and 2); both succeed."""
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=work, args=(str(target), tag)) for tag in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+
+
 def _write_many(path: str, tag: int) -> None:
     for _ in range(50):
         with atomic_open(path) as handle:
@@ -26,13 +37,7 @@ def _write_many(path: str, tag: int) -> None:
 
 def test_concurrent_writers_of_one_path_do_not_collide(tmp_path):
     target = tmp_path / "features.npz"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_write_many, args=(str(target), tag)) for tag in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    race(_write_many, target)
     with np.load(target) as saved:  # one writer's whole file, never a mix
         assert len(set(saved["tag"].tolist())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npz"]
@@ -71,13 +76,7 @@ def _replace_many(target: str, tag: int) -> None:
 
 def test_concurrent_directory_replacements_leave_one_whole_directory(tmp_path):
     target = tmp_path / "release"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_replace_many, args=(str(target), tag)) for tag in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    race(_replace_many, target)
     contents = {f.name: f.read_text() for f in target.iterdir()}
     assert sorted(contents) == ["a", "b", "c"] and len(set(contents.values())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]

@@ -730,8 +730,8 @@ def sample_fingerprints(
 ) -> Iterator[np.ndarray]:
     """The ``[n_atoms, dim]`` fingerprints of whole shards of ``split``, spread evenly over the
     shard order, until ``max_atoms`` atoms (verified as in training: hashes, finiteness)."""
-    man, refs, _ = _resolve(shard_dir_or_urls, manifest)
-    _check_files(refs, str(shard_dir_or_urls))
+    man, refs, where = _resolve(shard_dir_or_urls, manifest)
+    _check_files(refs, where)
     refs = split_shards(refs, val_shards, split)
     if not refs:
         return

@@ -26,16 +26,21 @@ def available_descriptors() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def descriptor_class(name: str) -> type[Descriptor]:
+    """The registered class of ``name`` (case-insensitive); unknown names raise ``KeyError``."""
+    _load_builtins()
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown descriptor {name!r}; available: {sorted(_REGISTRY)}")
+    return _REGISTRY[key]
+
+
 def get_descriptor(name: str, **params: Any) -> Descriptor:
     """Build a descriptor by name with the paper's defaults, overridden by ``params``.
 
     ``device``, ``dtype`` and ``chunk_elements`` are accepted too (not hashed).
     """
-    _load_builtins()
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise KeyError(f"unknown descriptor {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[key](**params)
+    return descriptor_class(name)(**params)
 
 
 def _load_builtins() -> None:
@@ -48,6 +53,7 @@ __all__ = [
     "DescriptorParams",
     "available_descriptors",
     "cosine_cutoff",
+    "descriptor_class",
     "get_descriptor",
     "register_descriptor",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fmpretrain.descriptors import get_descriptor, register_descriptor
+from fmpretrain.descriptors import descriptor_class, get_descriptor, register_descriptor
 from fmpretrain.descriptors.base import AtomBatch, Descriptor, DescriptorParams, _canonical
 
 
@@ -89,7 +89,7 @@ def _part_spec(spec: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, Mapping) and "name" in spec and set(spec) <= {"name", "params", "version"}:
         name = str(spec["name"]).lower()
         version = spec.get("version")
-        current = get_descriptor(name).version
+        current = descriptor_class(name).version  # no instance: GMP would load its densities
         if version is not None and int(version) != current:
             raise ValueError(
                 f"concat: part {name!r} was recorded at version {version}, this fmpretrain "

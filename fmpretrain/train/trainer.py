@@ -426,7 +426,7 @@ def evaluate(
     metrics.all_reduce()
     if dist.world_size > 1:
         torch.distributed.all_reduce(loss_sum)
-    feature_std = torch.from_numpy(Manifest.load(cfg.data).statistics().std)  # MAE/std in units
+    feature_std = torch.from_numpy(loader.manifest.statistics().std)  # MAE/std in units
     return validation_record(metrics.compute(), feature_std, float(loss_sum[0]), int(loss_sum[1]))
 
 
