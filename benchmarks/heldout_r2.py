@@ -1,7 +1,7 @@
 """Held-out fingerprint R² of a pre-trained release, per source of a multi-source corpus.
 
 The validation shards of a pre-training run (``val_shards`` held out, spread over the shard
-order by :func:`fmpretrain.data.loader.split_shards`) are grouped by the source label the
+order by :func:`fmpretrain.data.shard_list.split_shards`) are grouped by the source label the
 manifest records for each shard (e.g. ``perov_5-test``, ``carbon_24-test``, ``generated``);
 for each group the release's fingerprint head is run through :func:`fmpretrain.load` and
 scored per feature: R² = 1 - SS_res / SS_tot over the group's atoms (features with no
@@ -25,8 +25,8 @@ def heldout_r2(release: str, shards: str, val_shards: int) -> dict[str, dict[str
     """``{source: {atoms, structures, r2_median, r2_mean, mae_over_std}}`` on held-out shards."""
     import fmpretrain
     from fmpretrain.data.format import read_shard
-    from fmpretrain.data.loader import split_shards
     from fmpretrain.data.manifest import Manifest
+    from fmpretrain.data.shard_list import split_shards
     from fmpretrain.structures import Structure
 
     manifest = Manifest.load(shards)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
@@ -74,6 +75,73 @@ def named_config(kind: str, name: str | Path) -> Path:
     )
 
 
+def config_group(kind: str, default: str, *, optional: bool = False) -> Any:
+    """A config field whose value is a named configuration of ``kind`` (a dataclass node).
+
+    ``model=small`` (override or YAML) picks ``configs/model/small.yaml`` as the node's base,
+    ``model.hidden_channels=64`` (or a YAML mapping under ``model:``) changes keys on top of it;
+    without a choice the node starts from ``default``. An ``optional`` group stays ``None``
+    unless it is chosen or one of its keys is set (fine-tuning's from-scratch model; a choice
+    of ``null`` is no choice). The
+    field's type is the node's dataclass, which :func:`load_structured` fills.
+    """
+    metadata = {"group": kind, "default": default, "optional": optional}
+    if optional:
+        return dataclasses.field(default=None, metadata=metadata)
+    return dataclasses.field(default=MISSING, metadata=metadata)
+
+
+def _group_layers(schema: type, conf: Any, dotlist: Sequence[str]) -> tuple[Any, Any, list[str]]:
+    """Resolve the :func:`config_group` fields of ``schema``: the layer of the chosen named
+    configs, and the YAML ``conf`` and ``dotlist`` without the choices."""
+    layer: dict[str, Any] = {}
+    rest = list(dotlist)
+    for f in dataclasses.fields(schema):
+        kind = f.metadata.get("group")
+        if kind is None:
+            continue
+        legacy = f"{f.name}_overrides"
+        if (conf is not None and legacy in conf) or any(
+            item.split("=", 1)[0].split(".", 1)[0] == legacy for item in dotlist
+        ):
+            raise ValueError(
+                f"{legacy} is gone: set {f.name} keys directly, {f.name}.KEY=VALUE on the "
+                f"command line (e.g. {f.name}.hidden_channels=64) or a mapping under "
+                f"'{f.name}:' in the YAML"
+            )
+        choice: Any = None
+        touched = False
+        if conf is not None and f.name in conf:
+            value = conf[f.name]
+            if OmegaConf.is_dict(value):
+                touched = True
+            else:
+                choice = value
+                conf = OmegaConf.masked_copy(conf, [k for k in conf if k != f.name])
+        for item in list(rest):
+            key = item.split("=", 1)[0]
+            if key == f.name:
+                value = OmegaConf.from_dotlist([item])[f.name]
+                if OmegaConf.is_dict(value):  # model={hidden_channels: 64}: keys on top
+                    touched = True
+                    continue
+                choice = value
+                rest.remove(item)
+            elif key.startswith(f.name + "."):
+                touched = True
+        if choice is not None and not isinstance(choice, str):
+            raise ValueError(
+                f"{f.name}={choice!r}: give the name of a {kind} config "
+                f"({available_configs(kind)}) or a path to one, and change its keys as "
+                f"{f.name}.KEY=VALUE"
+            )
+        if choice is None and (touched or not f.metadata["optional"]):
+            choice = f.metadata["default"]
+        if choice is not None:
+            layer[f.name] = load_yaml(named_config(kind, choice))
+    return OmegaConf.create(layer), conf, rest
+
+
 def load_structured(
     schema: type[T],
     path: str | Path | None,
@@ -85,16 +153,20 @@ def load_structured(
     """Merge the dataclass ``schema``'s defaults, the YAML at ``path`` and ``key=value``
     ``overrides`` (OmegaConf dotlist) into a ``schema`` instance.
 
-    Malformed YAML, unknown keys, wrong types, malformed overrides and missing ``required``
-    keys are one-line ``ValueError``s that say what to do (``FILE:LINE: YAML syntax error: ...``
-    for the YAML).
+    A :func:`config_group` field starts from the named config chosen by ``NAME=choice`` (an
+    override, else the YAML, else its default); the YAML's and the overrides' ``NAME.KEY``
+    entries apply on top. Malformed YAML, unknown keys, wrong types, malformed overrides and
+    missing ``required`` keys are one-line ``ValueError``s that say what to do
+    (``FILE:LINE: YAML syntax error: ...`` for the YAML).
     """
-    dotlist = parse_overrides(overrides)
+    parse_overrides(overrides)
     try:
-        layers: list[Any] = [OmegaConf.structured(schema)]
-        if path is not None:
-            layers.append(load_yaml(path))
-        layers.append(dotlist)
+        conf = load_yaml(path) if path is not None else None
+        group_layer, conf, rest = _group_layers(schema, conf, overrides)
+        layers: list[Any] = [OmegaConf.structured(schema), group_layer]
+        if conf is not None:
+            layers.append(conf)
+        layers.append(OmegaConf.from_dotlist(rest))
         merged = OmegaConf.merge(*layers)
         for key in required:
             if OmegaConf.is_missing(merged, key):
@@ -179,7 +251,24 @@ def config_keys(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
         source = ""
     comments = dict(re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE))
     keys: list[tuple[str, Any, str]] = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        kind = f.metadata.get("group")
+        if kind is not None:  # the choice, then the keys with the default choice's values
+            name = f.metadata["default"]
+            meaning = f"configs/{kind}/NAME.yaml ({', '.join(available_configs(kind))}) or a path"
+            if f.metadata["optional"]:
+                meaning += f"; null: none unless a {f.name}.KEY is set ({name} then)"
+            keys.append((prefix + f.name, None if f.metadata["optional"] else name, meaning))
+            node_type = next(t for t in typing.get_args(hints[f.name]) or [hints[f.name]])
+            values = OmegaConf.to_object(
+                OmegaConf.merge(
+                    OmegaConf.structured(node_type), load_yaml(named_config(kind, name))
+                )
+            )
+            sub = config_keys(node_type, f"{prefix}{f.name}.")
+            keys.extend((k, getattr(values, k.rsplit(".", 1)[1]), m) for k, _, m in sub)
+            continue
         factory = f.default_factory
         default = factory() if factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
         if dataclasses.is_dataclass(default):

@@ -25,7 +25,7 @@ class DemoSizes:
     max_atoms: int
     chunk_size: int
     steps: int
-    model_overrides: dict[str, Any]
+    model_keys: dict[str, Any]  # on top of the default model config (small)
     max_atoms_per_batch: int
     task: str
     task_size: int
@@ -41,7 +41,7 @@ SIZES = {
         max_atoms=16,
         chunk_size=200,
         steps=60,
-        model_overrides={},
+        model_keys={},
         max_atoms_per_batch=192,
         task="perov_heat",
         task_size=150,
@@ -55,7 +55,7 @@ SIZES = {
         max_atoms=8,
         chunk_size=400,
         steps=6,
-        model_overrides={"hidden_channels": 32, "num_layers": 2, "num_rbf": 16, "num_heads": 4},
+        model_keys={"hidden_channels": 32, "num_layers": 2, "num_rbf": 16, "num_heads": 4},
         max_atoms_per_batch=96,
         task="perov_heat",
         task_size=40,
@@ -83,6 +83,7 @@ def run_demo(
     from data_pipeline.stage import FeaturizeStage
     from fmpretrain.finetune.stages import BenchmarkStage
     from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.models.config import DEFAULT_MODEL, ModelConfig
     from fmpretrain.pipeline import Stage, run_stages
     from fmpretrain.train.config import PretrainConfig, WandbConfig
     from fmpretrain.train.stages import ExportStage, PretrainStage
@@ -133,8 +134,7 @@ def run_demo(
             PretrainConfig(
                 data=str(paths["shards"]),
                 out=str(paths["pretrain"]),
-                model="small",
-                model_overrides=dict(sizes.model_overrides),
+                model=ModelConfig.from_name(DEFAULT_MODEL, sizes.model_keys),
                 max_steps=sizes.steps,
                 warmup_steps=max(1, sizes.steps // 10),
                 max_atoms_per_batch=sizes.max_atoms_per_batch,

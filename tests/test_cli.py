@@ -106,9 +106,13 @@ def test_print_config_prints_the_resolved_yaml(
     config_file = argv[argv.index("--config") + 1]
     overrides = [a for a in [*argv, override] if "=" in a]
     kind = config_file.split("/")[1]
-    again = OmegaConf.merge(
-        printed, OmegaConf.load(named_config(kind, config_file)), OmegaConf.from_dotlist(overrides)
-    )
+    in_file = OmegaConf.load(named_config(kind, config_file))
+    for name in [k for k in in_file if OmegaConf.is_dict(printed.get(k))]:
+        if isinstance(in_file[name], str):  # a named group (model: small): printed resolved
+            group_file = OmegaConf.load(named_config(name, in_file[name]))
+            assert OmegaConf.merge(printed[name], group_file) == printed[name]
+            del in_file[name]
+    again = OmegaConf.merge(printed, in_file, OmegaConf.from_dotlist(overrides))
     assert again == printed
     (tmp_path / "printed.yaml").write_text(out)
     assert run_cli([command, "--config", "printed.yaml", "--print-config"], capsys) == (0, out, "")

@@ -47,17 +47,13 @@ def finetune_config(args: argparse.Namespace) -> Any:
     """``finetune``/``benchmark``'s configuration (``--data FILE`` is ``data=FILE``); without a
     release, the from-scratch model it names must resolve."""
     from fmpretrain.finetune.trainer import load_finetune_config
-    from fmpretrain.models import ModelConfig
 
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.append(f"data={args.data}")
         if not any(o.split("=", 1)[0] == "task" for o in overrides):
             overrides.append("task=null")  # the dataset is named after the file
-    cfg = load_finetune_config(args.config, overrides)
-    if cfg.pretrained is None:
-        ModelConfig.from_name(cfg.model, dict(cfg.model_overrides))
-    return cfg
+    return load_finetune_config(args.config, overrides)
 
 
 def _finetune_config(args: argparse.Namespace) -> Any:

@@ -14,7 +14,6 @@ def pretrain_config(args: argparse.Namespace) -> Any:
     from omegaconf import OmegaConf
 
     from fmpretrain.config import deep_merge, load_yaml, named_config
-    from fmpretrain.models import ModelConfig
     from fmpretrain.train.config import load_pretrain_config
 
     cfg = load_pretrain_config(args.config, args.overrides)
@@ -22,7 +21,6 @@ def pretrain_config(args: argparse.Namespace) -> Any:
         path = named_config("deepspeed", args.deepspeed_config)
         extra = OmegaConf.to_container(load_yaml(path), resolve=True)
         cfg.deepspeed = deep_merge(cfg.deepspeed, extra)  # type: ignore[arg-type]
-    ModelConfig.from_name(cfg.model, cfg.model_overrides)
     return cfg
 
 

@@ -9,6 +9,7 @@ from fmpretrain.finetune.release import Release
 from fmpretrain.finetune.tasks import TaskSpec, load_task
 from fmpretrain.finetune.trainer import FinetuneConfig
 from fmpretrain.models import ModelConfig
+from fmpretrain.models.config import DEFAULT_MODEL
 
 __all__ = ["Prepared", "prepare"]
 
@@ -46,13 +47,13 @@ def _tasks(cfg: FinetuneConfig) -> list[str | None]:
 
 def _model_config(cfg: FinetuneConfig, release: Release | None) -> ModelConfig:
     if release is not None:
-        if cfg.model_overrides:
+        if cfg.model is not None:
             raise ValueError(
-                "model_overrides only apply to from-scratch runs without a release; the "
+                "model / model.KEY=VALUE only apply to from-scratch runs without a release; the "
                 "architecture comes from the release (the scratch baseline uses it too)"
             )
         return release.model_config
-    return ModelConfig.from_name(cfg.model, dict(cfg.model_overrides))
+    return cfg.model if cfg.model is not None else ModelConfig.from_name(DEFAULT_MODEL)
 
 
 def prepare(cfg: FinetuneConfig, task: str | None, release: Release | None) -> Prepared:

@@ -11,10 +11,11 @@ from fmpretrain.finetune.prepare import Prepared
 from fmpretrain.finetune.trainer import FinetuneConfig
 
 #: Config entries that do not change a fold's GNN numbers (excluded from the resume hash):
-#: ``task_size`` changes the data, which the hash covers; the baselines have their own hash.
+#: ``task_size`` changes the data, which the hash covers; the baselines have their own hash;
+#: ``model`` is hashed as the model actually built (the release's or the scratch one), below.
 _NOT_HASHED = (
     "out", "folds", "resume", "wandb", "device", "data", "cache_dir", "matbench_url", "pretrained",
-    "baselines", "task_size", "threads",
+    "baselines", "task_size", "threads", "model",
 )  # fmt: skip
 #: Model settings that choose how, not what, is computed (equal by test): a fold finished
 #: with one implementation is reused with another.

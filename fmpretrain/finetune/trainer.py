@@ -33,11 +33,12 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from fmpretrain.config import WandbConfig, load_structured, named_config
+from fmpretrain.config import WandbConfig, config_group, load_structured, named_config
 from fmpretrain.data.batching import derive_seed
 from fmpretrain.finetune.data import TASK_TYPES, batches
 from fmpretrain.finetune.release import Release
 from fmpretrain.models import ModelConfig, PropertyModel, build_property_model
+from fmpretrain.models.config import DEFAULT_MODEL
 from fmpretrain.models.heads import POOLINGS
 from fmpretrain.models.losses import LOSSES, loss_function
 from fmpretrain.structures import DEFAULT_MIN_DISTANCE
@@ -87,8 +88,8 @@ class FinetuneConfig:
     matbench_url: str | None = None  # base URL of matbench_<name>.json.gz files
     min_distance: float = DEFAULT_MIN_DISTANCE  # structures with closer atoms are bad entries
     # --- model (from-scratch runs without a release only; otherwise the release's)
-    model: str = "small"  # configs/model/<name>.yaml or a path
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    #: model=NAME (configs/model/NAME.yaml or a path; small when only model.KEY=VALUE is given)
+    model: ModelConfig | None = config_group("model", DEFAULT_MODEL, optional=True)
     # --- splits
     seed: int = 0
     n_folds: int = 5  # benchmark: KFold(n_folds, shuffle=True, random_state=fold_seed)
@@ -244,6 +245,7 @@ def parameter_groups(
 
     Depth 0 is the head, depth ``L - k`` the backbone's ``layers[k]`` (and ``out_norm`` with
     the top layer), depth ``L + 1`` the embeddings and radial basis; lr = ``lr * d**depth``.
+    Without decay (``d = 1``) all parameters form one group.
     """
     num_layers = len(getattr(model.backbone, "layers", []))
     groups: dict[int, list[nn.Parameter]] = {}
@@ -259,6 +261,9 @@ def parameter_groups(
         else:
             depth = num_layers + 1
         groups.setdefault(depth, []).append(param)
+    if layer_decay == 1.0:  # one lr for all: one group (fewer optimizer kernels per step)
+        params = [p for _, ps in sorted(groups.items()) for p in ps]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay, "depth": 0}]
     return [
         {
             "params": params,

@@ -18,6 +18,9 @@ from fmpretrain.models.heads import (
 )
 from fmpretrain.neighbors import check_cutoff
 
+#: The named model config (``configs/model/NAME.yaml``) used where none is chosen.
+DEFAULT_MODEL = "small"
+
 #: Settings that choose how the model computes, not what (the paths are equal by test).
 IMPLEMENTATION_FIELDS = ("attention_impl", "activation_checkpointing")
 

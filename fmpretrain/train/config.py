@@ -10,8 +10,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import WandbConfig, load_structured, named_config
+from fmpretrain.config import WandbConfig, config_group, load_structured, named_config
 from fmpretrain.data.scaling import SCALINGS
+from fmpretrain.models.config import DEFAULT_MODEL, ModelConfig
 from fmpretrain.models.losses import LOSSES
 
 
@@ -19,8 +20,8 @@ from fmpretrain.models.losses import LOSSES
 class PretrainConfig:
     data: str = MISSING  # shard directory written by `fmpretrain featurize`
     out: str = MISSING  # run directory: checkpoints, logs, metrics
-    model: str = "small"  # configs/model/<name>.yaml or a path to a model YAML
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    #: model=NAME picks configs/model/NAME.yaml (or a YAML path); model.KEY=VALUE changes a key
+    model: ModelConfig = config_group("model", DEFAULT_MODEL)
     seed: int = 0
     max_steps: int = 300  # optimizer steps
     lr: float = 5e-4

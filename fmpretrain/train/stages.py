@@ -53,7 +53,8 @@ class PretrainStage(Stage):
         return pretrain(self.cfg, progress=self.progress)
 
     def describe(self) -> str:
-        return f"pre-train {self.cfg.model} to step {target_step(self.cfg)} -> {self.out}"
+        m, step = self.cfg.model, target_step(self.cfg)
+        return f"pre-train a {m.hidden_channels}x{m.num_layers} model to step {step} -> {self.out}"
 
 
 @dataclass

@@ -12,6 +12,7 @@ descriptor hash recorded in its ``run.yaml`` and checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -106,15 +107,17 @@ def pretrain(cfg: PretrainConfig, *, progress: bool = True) -> PretrainResult:
     """Run (or resume) pre-training as configured; returns where it ended."""
     import deepspeed
 
-    from fmpretrain.models import ModelConfig, build_fingerprint_model
+    from fmpretrain.models import build_fingerprint_model
 
     dist = init_distributed()
     set_threads(cfg.threads, local_processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     out = Path(cfg.out)
     manifest = Manifest.load(cfg.data)
-    model_cfg = ModelConfig.from_name(cfg.model, cfg.model_overrides)
+    model_cfg = cfg.model
     if cfg.activation_checkpointing is not None:
-        model_cfg.activation_checkpointing = cfg.activation_checkpointing
+        model_cfg = dataclasses.replace(
+            model_cfg, activation_checkpointing=cfg.activation_checkpointing
+        )
     normalizer = _target_normalizer(cfg, manifest)
     descriptor_hash = _check_recorded_descriptor(out, manifest, cfg.data)
     run_record = _run_record(cfg, model_cfg, manifest, normalizer)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fmpretrain.data.loader import sample_fingerprints, split_shards
+from fmpretrain.data.loader import sample_fingerprints
 from fmpretrain.data.manifest import Manifest
 from fmpretrain.data.scaling import SCALINGS, Normalizer, fit_normalizer
+from fmpretrain.data.shard_list import split_shards
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from tests.faults.test_data_faults import flip_low_bit, payload_offset
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
 TINY = [
-    "model_overrides={hidden_channels: 16, num_layers: 1, num_rbf: 8, num_heads: 2, cutoff: 4.0}",
+    "model={hidden_channels: 16, num_layers: 1, num_rbf: 8, num_heads: 2, cutoff: 4.0}",
     "max_atoms_per_batch=64",
     "shuffle_buffer=8",
     "warmup_steps=1",

@@ -33,7 +33,7 @@ pytest.importorskip("sklearn")
 REPO = Path(__file__).parents[2]
 DEMO = REPO / "configs" / "finetune" / "demo.yaml"
 TINY_SCRATCH = [
-    "model_overrides={hidden_channels: 32, num_layers: 2, num_rbf: 16, num_heads: 4, cutoff: 4.0}",
+    "model={hidden_channels: 32, num_layers: 2, num_rbf: 16, num_heads: 4, cutoff: 4.0}",
     "max_epochs=2",
     "patience=2",
     "lr=1e-3",

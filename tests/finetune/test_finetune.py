@@ -412,3 +412,37 @@ def test_evaluation_batches_predict_what_training_sized_batches_do(tmp_path, cac
     np.testing.assert_array_equal(a[2], b[2])  # same graphs, same order
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
     assert a[0]["mae"] == pytest.approx(b[0]["mae"], rel=1e-5)
+
+
+def test_a_model_setting_with_a_release_is_refused_before_training(tmp_path, cache, release):
+    from fmpretrain.finetune.prepare import prepare
+
+    rel = load_release(release)
+    cfg = config(tmp_path, cache, f"pretrained={release}", "model.num_layers=3")
+    with pytest.raises(ValueError, match="only apply to from-scratch runs"):
+        prepare(cfg, "emt_energy", rel)
+    scratch = config(tmp_path, cache, "model.num_layers=3", "model.hidden_channels=32")
+    assert prepare(scratch, "emt_energy", None).model_config == ModelConfig.from_name(
+        "small", {"num_layers": 3, "hidden_channels": 32}
+    )
+
+
+def test_parameter_groups_decay_the_lr_with_depth_and_merge_without_decay():
+    from fmpretrain.finetune.trainer import parameter_groups
+
+    model = build_model(TINY, seed=0)
+    n_params = sum(p.numel() for p in model.parameters())
+    decayed = parameter_groups(model, 1e-3, layer_decay=0.5)
+    depths = [g["depth"] for g in decayed]
+    assert depths == list(range(TINY.num_layers + 2))  # head, layers top-down, embeddings
+    for g in decayed:
+        assert g["lr"] == pytest.approx(1e-3 * 0.5 ** g["depth"])
+    assert sum(p.numel() for g in decayed for p in g["params"]) == n_params
+    head = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in decayed[0]["params"]} == head
+    (single,) = parameter_groups(model, 1e-3)
+    assert single["lr"] == 1e-3 and sum(p.numel() for p in single["params"]) == n_params
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    (frozen,) = parameter_groups(model, 1e-3)
+    assert {id(p) for p in frozen["params"]} == head

@@ -17,10 +17,7 @@ from fmpretrain.data.manifest import Manifest, verify_shards
 
 REPO = Path(__file__).parents[2]
 SLURM = REPO / "launch" / "slurm"
-TINY_MODEL = (
-    "model_overrides.hidden_channels=32 model_overrides.num_layers=2 "
-    "model_overrides.num_rbf=16 model_overrides.num_heads=4"
-)
+TINY_MODEL = "model.hidden_channels=32 model.num_layers=2 model.num_rbf=16 model.num_heads=4"
 
 
 def _slurm_reason() -> str | None:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
 DEMO = REPO / "configs" / "pretrain" / "demo.yaml"
 TINY = [
-    "model_overrides={hidden_channels: 32, num_layers: 2, num_rbf: 16, num_heads: 4}",
+    "model={hidden_channels: 32, num_layers: 2, num_rbf: 16, num_heads: 4}",
     "max_atoms_per_batch=96",
     "shuffle_buffer=16",
     "warmup_steps=3",
@@ -201,7 +201,7 @@ def test_release_contents_and_checksums(shards, tmp_path):
 
 def test_resume_with_another_model_is_refused(shards, tmp_path):
     pretrain(config(shards, tmp_path, "max_steps=2", "eval_every=2"), progress=False)
-    changed = config(shards, tmp_path, "max_steps=4", "model_overrides={num_layers: 3}")
+    changed = config(shards, tmp_path, "max_steps=4", "model.num_layers=3")
     with pytest.raises(ValueError, match="different model configuration"):
         pretrain(changed, progress=False)
 
@@ -212,7 +212,7 @@ def test_resume_across_implementation_choices_and_older_run_records(shards, tmp_
     record = yaml.safe_load(run_file.read_text())
     del record["model"]["attention_impl"]  # a run written before the field existed
     run_file.write_text(yaml.safe_dump(record, sort_keys=False))
-    fused = config(shards, tmp_path, "max_steps=4", "model_overrides={attention_impl: fused}")
+    fused = config(shards, tmp_path, "max_steps=4", "model.attention_impl=fused")
     assert pretrain(fused, progress=False).step == 4
 
 

@@ -24,7 +24,7 @@ def test_paper_recipe_configs_load_with_the_papers_settings():
         8.0,
     )
     cfg = load_pretrain_config(named_config("pretrain", "paper"), ["data=x", "out=y"])
-    assert (cfg.model, cfg.loss, cfg.lr, cfg.grad_clip) == ("paper", "l1", 1e-4, 10.0)
+    assert (cfg.model, cfg.loss, cfg.lr, cfg.grad_clip) == (model, "l1", 1e-4, 10.0)
     assert cfg.lr * cfg.min_lr_ratio == pytest.approx(1e-5)
     ft = load_finetune_config(named_config("finetune", "paper"), ["out=z"])
     assert (ft.lr, ft.scheduler, ft.plateau_factor, ft.plateau_patience, ft.min_lr) == (
