@@ -3,6 +3,7 @@
     python benchmarks/attention_impl.py              # small model, one thread, 5 rounds
     python benchmarks/attention_impl.py --quick      # smoke run (~20 s)
     python benchmarks/attention_impl.py --config base --threads 2 --rounds 7
+    python benchmarks/attention_impl.py --data ../shared/data/perov_5-val.csv   # real cells
 
 One model (``configs/model/<config>.yaml``, float32, fingerprint head of ``--out-dim``) and
 one batch of generated periodic structures (``generate_structures`` of ``--seed``, at most
@@ -33,6 +34,7 @@ from torch_geometric.data import Batch
 
 from fmpretrain.data.graphs import build_graph
 from fmpretrain.generate import generate_structures
+from fmpretrain.io import read_structures
 from fmpretrain.models import ModelConfig, build_fingerprint_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -40,9 +42,14 @@ IMPLS = ("reference", "fused")
 
 
 def make_batch(cutoff: float, args: argparse.Namespace) -> Batch:
-    """Generated structures, in order, until the next would exceed ``--max-atoms`` atoms."""
+    """Structures (generated, or those of ``--data`` in file order), in order, until the next
+    would exceed ``--max-atoms`` atoms."""
     graphs, atoms = [], 0
-    for s in generate_structures(10**6, seed=args.seed, max_atoms=args.structure_max_atoms):
+    if args.data:
+        structures = read_structures(args.data)
+    else:
+        structures = generate_structures(10**6, seed=args.seed, max_atoms=args.structure_max_atoms)
+    for s in structures:
         if atoms + len(s) > args.max_atoms:
             break
         graphs.append(build_graph(s.numbers, s.positions, s.cell, s.pbc, cutoff))
@@ -63,6 +70,19 @@ def time_steps(
     for _ in range(n):
         step(model, batch, target)
     return 1e3 * (time.perf_counter() - t0) / n, 1e3 * (time.process_time() - c0) / n
+
+
+def inference_ms(model: torch.nn.Module, batch: Batch, rounds: int = 3) -> dict[str, float]:
+    """Best-of-``rounds`` milliseconds of one forward under ``inference_mode``, per impl."""
+    best = {impl: float("inf") for impl in IMPLS}
+    for _ in range(rounds):
+        for impl in IMPLS:
+            model.backbone.attention_impl = impl
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                model(batch)
+            best[impl] = min(best[impl], 1e3 * (time.perf_counter() - t0))
+    return {impl: round(ms, 1) for impl, ms in best.items()}
 
 
 def saved_mib(model: torch.nn.Module, batch: Batch) -> float:
@@ -92,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add("--steps", type=int, default=3, help="steps per implementation per round (3)")
     add("--rounds", type=int, default=5, help="interleaved rounds (5)")
     add("--seed", type=int, default=0)
+    add("--data", help="structures to batch instead of generated ones (e.g. a perov_5 CSV)")
     add("--quick", action="store_true", help="smoke run: 64 atoms, 1 step, 2 rounds")
     args = parser.parse_args(argv)
     if args.quick:
@@ -118,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         step(model, batch, target)  # warm-up
     diff = (outputs["reference"] - outputs["fused"]).abs().max().item()
     print(f"max |reference - fused| output difference (float32): {diff:.2e}")
+    print(f"inference (torch.inference_mode, one forward), ms: {inference_ms(model, batch)}")
 
     for impl in IMPLS:
         model.backbone.attention_impl = impl

@@ -46,7 +46,7 @@ def worker(args: argparse.Namespace) -> None:
 
     threads, reason = choose_threads(args.threads)
     torch.set_num_threads(threads)
-    cfg = ModelConfig.from_yaml(Path(__file__).parents[1] / "configs" / "model" / "small.yaml")
+    cfg = ModelConfig.from_name("small", {"attention_impl": args.attention_impl})
     rng = np.random.default_rng(0)
     structures = []
     for name in ("perov_5-test", "carbon_24-test"):
@@ -97,6 +97,7 @@ def one_pass(condition: str, args: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads)]
         cmd += ["--batches", str(args.batches), "--per-corpus", str(args.per_corpus)]
         cmd += ["--max-atoms-per-batch", str(args.max_atoms_per_batch)]
+        cmd += ["--attention-impl", args.attention_impl]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     finally:
         if competitor:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=6, help="timed steps per pass")
     parser.add_argument("--per-corpus", type=int, default=300, help="structures per corpus")
     parser.add_argument("--max-atoms-per-batch", type=int, default=256)
+    parser.add_argument(
+        "--attention-impl", default="auto", help="model attention_impl (auto: fused on CPU)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)

@@ -324,27 +324,6 @@ def test_prototype_coordination(family):
                 assert shell == expected, (family, unit.sites, unit.setting, role, shell)
 
 
-def test_pools_have_radii():
-    """Every element a recipe can draw has a tabulated radius for its role."""
-    for recipes in (
-        gen._ROCKSALT, gen._FLUORITE, gen._ANTIFLUORITE, gen._RUTILE, gen._LAYERED_1T,
-        gen._LAYERED_2H, (gen._CSCL_IONIC,),
-    ):  # fmt: skip
-        for cations, anions in recipes:
-            assert all(c in gen._CATIONS for c in cations)
-            assert all(a in gen._ANIONS for a in anions)
-    for recipes in (gen._PEROVSKITE, gen._SPINEL):
-        for a_pool, b_pool, x_pool in recipes:
-            assert all(c in gen._CATIONS for c in a_pool + b_pool)
-            assert all(x in gen._ANIONS for x in x_pool)
-    metals = (
-        gen._FCC_METALS + gen._BCC_METALS + gen._HCP_METALS + gen._L12_A + gen._L12_B
-        + gen._HEUSLER_X + gen._HEUSLER_Y + gen._HEUSLER_Z + gen._CSCL_METAL_A
-        + gen._CSCL_METAL_B + sum(gen._ALLOY_POOLS.values(), ())
-    )  # fmt: skip
-    assert all(m in gen._METALLIC for m in metals)
-
-
 def test_distance_bound_is_a_lower_bound():
     """The shortcut that skips the neighbour search never overestimates the shortest distance."""
     for k in range(150):

@@ -30,6 +30,7 @@ LAYERS = {
     "fmpretrain.structures": 1,
     "fmpretrain.io": 2,
     "fmpretrain.generate": 2,
+    "fmpretrain.prototypes": 1,  # the generator's tables
     "fmpretrain.corpora": 2,
     "fmpretrain.descriptors": 3,
     "fmpretrain.data": 4,

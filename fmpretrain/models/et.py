@@ -21,15 +21,17 @@ neighbours). Everything is invariant to rotations and translations (scalars), eq
 Two implementations of a layer's per-edge part (``attention_impl``), equal in value and
 gradient (``tests/models/test_attention_impl.py``, float64, 1e-10):
 
-- ``"reference"`` (the default): :meth:`EquivariantAttention.messages_reference`, the formulas
+- ``"reference"``: :meth:`EquivariantAttention.messages_reference`, the formulas
   above in plain autograd ops, one row per edge. The place to read or change the architecture;
   autocast reaches all of it, and it supports a second derivative (a loss on forces);
 - ``"fused"``: :class:`_EdgeAttention`, a hand-written autograd function that walks the edges
   in cache-sized blocks on CPU and keeps only node tensors and the ``[E, heads]`` attention
   logits for the backward, which recomputes each block: an order of magnitude less memory
-  kept for the backward, at about the reference's speed on CPU (``benchmarks/attention_impl.py``
-  measures the two). It computes in ``q``'s dtype (bf16 under bf16 autocast);
-- ``"auto"``: ``"fused"`` on CPU, ``"reference"`` elsewhere (see :func:`resolve_attention_impl`).
+  kept for the backward, and on CPU faster than the reference where cells have many
+  neighbours (``benchmarks/attention_impl.py`` measures the two). It computes in ``q``'s dtype
+  (bf16 under bf16 autocast); no second derivative;
+- ``"auto"`` (the default): ``"fused"`` on CPU, ``"reference"`` elsewhere (see
+  :func:`resolve_attention_impl`), so a GPU runs the readable path.
 
 Both share the rest (speed; the arithmetic is that of the architecture above):
 
@@ -453,10 +455,11 @@ def resolve_attention_impl(impl: str, device: torch.device) -> str:
     """The implementation ``impl`` stands for on ``device``: ``"reference"`` or ``"fused"``.
 
     ``"auto"`` is ``"fused"`` on CPU and ``"reference"`` elsewhere. On CPU
-    (``benchmarks/attention_impl.py``, one thread) the two take the same time per training
-    step to within the noise (reference / fused CPU time 0.95-0.97 for ``small`` at 219 atoms,
-    1.00-1.11 at 489, 1.01 for ``base``), and the fused kernel keeps 14-20x less memory for
-    the backward (``small``, 489 atoms: 76 vs 1,114 MiB): as fast, far leaner. On accelerators
+    (``benchmarks/attention_impl.py``, one thread) the fused kernel is as fast as the reference
+    on generated cells (~45 edges per atom) and faster on real small cells with many
+    neighbours (perov_5, 63 edges per atom: 1.38x per training step, 1.77x per inference
+    forward), and keeps 14-20x less memory for the backward: faster or as fast, far leaner.
+    On accelerators
     it runs as one block, so its cache blocking buys nothing there, and plain autograd leaves
     autocast, profilers and compilers the whole graph (not measured on a GPU; where activation
     memory limits a GPU run, ``"fused"`` or activation checkpointing are the options).
@@ -508,7 +511,7 @@ class EquivariantAttention(nn.Module):
         vec_in: bool = True,
         vec_out: bool = True,
         vector_cutoff: bool = False,
-        attention_impl: str = "reference",
+        attention_impl: str = "auto",
     ):
         super().__init__()
         if hidden_channels % num_heads:
@@ -744,7 +747,7 @@ class EquivariantTransformer(nn.Module):
         vector_cutoff: bool = False,
         activation_checkpointing: bool = False,
         pair_edges: bool = True,
-        attention_impl: str = "reference",
+        attention_impl: str = "auto",
     ):
         super().__init__()
         if num_layers < 1:
