@@ -10,6 +10,7 @@ import socket
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 from fmpretrain import hub
 from fmpretrain.cli import main
 
-SHIPPED = Path(hub.__file__).with_name("releases.json")
+SHIPPED = Path(str(resources.files("fmpretrain").joinpath("releases.json")))
 
 
 # ------------------------------------------------------------------------------ fixtures

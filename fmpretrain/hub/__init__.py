@@ -18,31 +18,24 @@ Cache layout (``FMPRETRAIN_CACHE``, else ``$XDG_CACHE_HOME/fmpretrain``, else
     registries/<hash of url>.json  last copy of each registry read from a URL
     locks/<sha256[:16]>.lock       one download of an archive at a time (POSIX)
 
+Modules: :mod:`~fmpretrain.hub.registry` (registries), :mod:`~fmpretrain.hub.archive` (verify,
+pack, extract), :mod:`~fmpretrain.hub.errors`; this one: the cache, downloads, publishing.
 See ``docs/hub.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
-import http.client
 import json
 import os
-import re
 import shutil
 import struct
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 import warnings
-import zlib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +46,25 @@ from fmpretrain.download import CACHE_ENV as _CACHE_ENV
 from fmpretrain.download import DownloadError, IntegrityError, fetch, file_lock
 from fmpretrain.download import cache_root as _cache_root
 from fmpretrain.download import sha256_file as _sha256_file
-from fmpretrain.files import atomic_open, atomic_write_bytes
+from fmpretrain.hub.archive import VerifiedRelease, extract_archive, pack_release, verify_release
+from fmpretrain.hub.errors import ChecksumError, HubError, UnsafeArchiveError
+from fmpretrain.hub.registry import (
+    NAME_PATTERN,
+    OFFLINE_ENV,
+    URL_SCHEMES,
+    RegistryEntry,
+    check_sha256,
+    load_registry,
+    offline,
+    parse_registry,
+    registry_label,
+)
+from fmpretrain.hub.registry import (
+    REGISTRY_ENV as REGISTRY_ENV,  # re-exported: the hub's settings live here too
+)
+from fmpretrain.hub.registry import (
+    REGISTRY_SCHEMA as REGISTRY_SCHEMA,
+)
 
 __all__ = [
     "ChecksumError",
@@ -79,190 +90,18 @@ CONFIG = release_format.CONFIG
 CHECKSUMS = release_format.CHECKSUMS
 REQUIRED = release_format.REQUIRED_FILES
 
-REGISTRY_SCHEMA = 1
-REGISTRY_ENV = "FMPRETRAIN_REGISTRY"
 CACHE_ENV = _CACHE_ENV
-OFFLINE_ENV = "FMPRETRAIN_OFFLINE"
 MARKER = ".fmpretrain-hub.json"
-URL_SCHEMES = ("https", "http", "file")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 MODEL_SUMMARY_KEYS = ("hidden_channels", "num_layers", "num_heads", "num_rbf", "cutoff", "max_z")
 
-CHUNK = 1 << 20
 RETRY_DELAY_S = 1.0  # download retries wait RETRY_DELAY_S * (attempt - 1)
-MAX_REGISTRY_BYTES = 16 << 20
 MAX_SAFETENSORS_HEADER = 100 << 20
 
 
-class HubError(RuntimeError):
-    """A release could not be found, downloaded, extracted or verified."""
-
-
-class ChecksumError(HubError):
-    """Bytes on disk or on the wire differ from the recorded sha256 or size."""
-
-
-class UnsafeArchiveError(HubError):
-    """A release archive holds a member that could escape, or is not a plain file."""
-
-
-class _Transient(Exception):
-    """A download attempt failed in a way that a retry (resuming) may fix."""
-
-
 # ------------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class RegistryEntry:
-    """One hosted release archive."""
-
-    name: str
-    url: str
-    sha256: str
-    size: int
-    descriptor: dict[str, Any] = field(default_factory=dict)  # name, hash, dim
-    model: dict[str, Any] = field(default_factory=dict)  # config summary + parameters
-    format_version: int = RELEASE_FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "entry") -> RegistryEntry:
-        """Validate one registry entry (extra keys are ignored: newer registries may add some)."""
-        if not isinstance(data, Mapping):
-            raise HubError(f"{where}: a release entry must be a JSON object")
-        missing = [k for k in ("name", "url", "sha256", "size") if k not in data]
-        if missing:
-            raise HubError(f"{where}: missing {', '.join(missing)}")
-        name, url, sha256, size = data["name"], data["url"], data["sha256"], data["size"]
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise HubError(
-                f"{where}: name {name!r} must be letters, digits, '.', '_', '+' or '-' (no '/')"
-            )
-        where = f"{where} ({name})"
-        if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in URL_SCHEMES:
-            raise HubError(
-                f"{where}: url {url!r} must be an absolute https://, http:// or file:// URL"
-            )
-        sha256 = _check_sha256(sha256, where)
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise HubError(f"{where}: size must be a positive number of bytes, got {size!r}")
-        descriptor = data.get("descriptor", {})
-        model = data.get("model", {})
-        if not isinstance(descriptor, Mapping) or not isinstance(model, Mapping):
-            raise HubError(f"{where}: descriptor and model must be JSON objects")
-        format_version = data.get("format_version", RELEASE_FORMAT)
-        if not isinstance(format_version, int) or isinstance(format_version, bool):
-            raise HubError(f"{where}: format_version must be an integer")
-        return cls(name, url, sha256, size, dict(descriptor), dict(model), format_version)
-
-
-def load_registry(
-    registry: str | os.PathLike[str] | None = None,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    timeout: float = 30.0,
-) -> dict[str, RegistryEntry]:
-    """The releases of a registry, by name.
-
-    ``registry`` is a JSON file path or an http(s)/file URL; by default ``FMPRETRAIN_REGISTRY``,
-    else the registry shipped with the package. A registry read from a URL is kept in the cache;
-    when the URL cannot be reached (or ``FMPRETRAIN_OFFLINE=1``) that copy is used.
-    """
-    source = _registry_source(registry)
-    if source is None:
-        shipped = resources.files("fmpretrain").joinpath("releases.json")
-        return parse_registry(
-            shipped.read_text("utf-8"),
-            "the shipped registry fmpretrain/releases.json",
-            base=Path(str(shipped)).parent,
-        )
-    scheme = urllib.parse.urlsplit(source).scheme
-    if scheme not in ("http", "https"):
-        path = _local_path(source)
-        if not path.is_file():
-            raise HubError(f"registry {source} does not exist")
-        return parse_registry(path.read_text("utf-8"), f"registry {source}", base=path.parent)
-
-    copy = _cache_root(cache_dir) / "registries" / f"{_sha256_text(source)[:16]}.json"
-    try:
-        if _offline():
-            raise _Transient(f"{OFFLINE_ENV} is set")
-        text = _http_get_small(source, timeout, MAX_REGISTRY_BYTES).decode("utf-8")
-        entries = parse_registry(text, f"registry {source}")
-    except _Transient as err:
-        if not copy.is_file():
-            raise HubError(f"cannot read registry {source}: {err} (and no cached copy)") from err
-        warnings.warn(
-            f"cannot read registry {source} ({err}); using the copy cached on "
-            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(copy.stat().st_mtime))}",
-            stacklevel=2,
-        )
-        return parse_registry(copy.read_text("utf-8"), f"cached registry {copy}")
-    atomic_write_bytes(copy, text.encode("utf-8"))
-    return entries
-
-
-def parse_registry(
-    text: str, where: str = "registry", *, base: Path | None = None
-) -> dict[str, RegistryEntry]:
-    """Validate a registry document: ``{"schema_version": 1, "releases": [entry, ...]}``.
-
-    In a registry read from a local file (``base``: its folder; the shipped registry too), an
-    entry's ``url`` may be a relative path (``releases/NAME.tar.gz``): it is resolved against
-    that folder into a ``file://`` URL, so a release can ship inside the package.
-    """
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HubError(f"{where} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict) or not isinstance(doc.get("releases"), list):
-        raise HubError(f'{where} must be a JSON object with a "releases" list')
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise HubError(f"{where}: schema_version must be a positive integer, got {version!r}")
-    if version > REGISTRY_SCHEMA:
-        raise HubError(
-            f"{where} has schema_version {version}; this fmpretrain reads up to "
-            f"{REGISTRY_SCHEMA}: upgrade fmpretrain"
-        )
-    entries: dict[str, RegistryEntry] = {}
-    for i, data in enumerate(doc["releases"]):
-        url = data.get("url") if isinstance(data, Mapping) else None
-        if base is not None and isinstance(url, str) and _is_relative_path(url):
-            data = {**data, "url": (base / url).resolve().as_uri()}
-        entry = RegistryEntry.from_dict(data, f"{where}: release {i}")
-        if entry.name in entries:
-            raise HubError(f"{where}: release name {entry.name!r} appears twice")
-        entries[entry.name] = entry
-    return entries
-
-
-def _is_relative_path(url: str) -> bool:
-    return not urllib.parse.urlsplit(url).scheme and not url.startswith(("/", "\\"))
 
 
 # ------------------------------------------------------------------------------- publish
-def pack_release(release_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write a deterministic ``.tar.gz`` (``.tar`` if ``out`` ends so) of a verified release.
-
-    Members: ``SHA256SUMS`` and every file it lists, at the archive root, sorted by name, with
-    mtime 0, mode 0644, owner 0/0 and no user names; the gzip header holds no name or time.
-    The same release gives the same bytes (and sha256) whenever and wherever it is packed.
-    """
-    release_dir = Path(release_dir)
-    listed = verify_release(release_dir).files
-    names = sorted({CHECKSUMS, *listed})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "wb") as raw:
-        if out.name.endswith(".tar"):
-            _write_tar(raw, release_dir, names)
-        else:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                _write_tar(gz, release_dir, names)
-    return out
 
 
 def publish(
@@ -332,18 +171,6 @@ def safetensors_parameters(path: str | os.PathLike[str]) -> int:
 
 
 # ------------------------------------------------------------------------------- verify
-VerifiedRelease = release_format.VerifiedRelease  # path, sums, files, config
-
-
-def verify_release(path: str | os.PathLike[str]) -> VerifiedRelease:
-    """:func:`fmpretrain.release_format.verify_release` (THE verifier: every file listed in
-    ``SHA256SUMS``, the format and the config schema) with the hub's error types."""
-    try:
-        return release_format.verify_release(path)
-    except release_format.ChecksumError as err:
-        raise ChecksumError(f"release {path} failed verification: {err.reason}") from err
-    except release_format.ReleaseError as err:
-        raise HubError(str(err)) from err
 
 
 # ------------------------------------------------------------------------------- download
@@ -376,7 +203,7 @@ def load_pretrained(
         path = Path(text).resolve()
         if path.is_dir():
             return verify_release(path).path
-        expected = _check_sha256(sha256, "--sha256") if sha256 else _sha256_file(path)
+        expected = check_sha256(sha256, "--sha256") if sha256 else _sha256_file(path)
         root = _cache_root(cache_dir)
         with _lock(root, expected):
             cached = _cached_release(root, expected)
@@ -435,13 +262,13 @@ def download(
         if urllib.parse.urlsplit(url).scheme not in URL_SCHEMES:
             raise HubError(f"{url}: only https://, http:// and file:// URLs are supported")
         if sha256 is not None:  # the caller vouches for the bytes: no registry needed
-            expected = _check_sha256(sha256, "--sha256")
+            expected = check_sha256(sha256, "--sha256")
         else:
             entries = load_registry(registry, cache_dir=root).values()
             entry = next((e for e in entries if e.url == url), None)
             if entry is None:
                 raise HubError(
-                    f"{url} is not in the registry ({_registry_label(registry)}), so its "
+                    f"{url} is not in the registry ({registry_label(registry)}), so its "
                     "sha256 is unknown and the download could not be verified. Pass the "
                     "archive's sha256: --sha256 HEX on the command line, sha256='HEX' in "
                     "Python (the publisher's registry entry, or `sha256sum FILE` on a trusted "
@@ -453,12 +280,12 @@ def download(
         if source not in entries:
             known = ", ".join(sorted(entries)) or "none"
             raise HubError(
-                f"{source!r} is not a release in the registry ({_registry_label(registry)}; "
+                f"{source!r} is not a release in the registry ({registry_label(registry)}; "
                 f"releases: {known}), an existing path or a URL"
             )
         entry = entries[source]
         url, expected = entry.url, entry.sha256
-        if sha256 is not None and _check_sha256(sha256, "--sha256") != expected:
+        if sha256 is not None and check_sha256(sha256, "--sha256") != expected:
             raise HubError(
                 f"--sha256 {sha256} does not match the registry's sha256 {expected} for {source}"
             )
@@ -470,7 +297,7 @@ def download(
         cached = _cached_release(root, expected)  # another process may have finished it
         if cached is not None:
             return cached
-        if _offline():
+        if offline():
             raise HubError(f"{OFFLINE_ENV} is set and {url} is not in the cache {root}")
         archive = root / "downloads" / expected
         size = entry.size if entry is not None else None
@@ -542,7 +369,7 @@ def _install(
     tmp = releases / f".tmp-{sha256[:16]}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        names = _extract(archive, tmp)
+        names = extract_archive(archive, tmp)
         verified = verify_release(tmp)
         unlisted = sorted(set(names) - {CHECKSUMS, *verified.files})
         if unlisted:
@@ -561,69 +388,6 @@ def _install(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _extract(archive: Path, dest: Path) -> list[str]:
-    """Write the regular files of a tar(.gz) under ``dest``; refuse anything that could escape.
-
-    Members must be regular files (or directories, skipped) with relative names free of '..';
-    links, devices and absolute names are refused before anything is written. One top-level
-    folder around the release (``tar czf x.tar.gz release/``) is stripped.
-    """
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            files: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
-            for member in members:
-                parts = _safe_parts(member.name, f"archive member {member.name!r}")
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    raise UnsafeArchiveError(
-                        f"archive member {member.name!r} is not a regular file (link, device "
-                        "or fifo): refused"
-                    )
-                files.append((member, parts))
-            if not files:
-                raise HubError(f"{archive} holds no files")
-            roots = {parts[0] for _, parts in files}
-            flat = any(parts == (CHECKSUMS,) for _, parts in files)
-            if not flat and len(roots) == 1 and all(len(p) > 1 for _, p in files):
-                files = [(m, p[1:]) for m, p in files]
-            names = ["/".join(p) for _, p in files]
-            if len(set(names)) != len(names):
-                raise UnsafeArchiveError(f"{archive} holds the same file twice")
-            base = dest.resolve()
-            for (member, parts), name in zip(files, names, strict=True):
-                target = dest.joinpath(*parts)
-                if not target.resolve().is_relative_to(base):
-                    raise UnsafeArchiveError(f"archive member {name!r} escapes the release")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None  # regular file
-                with source, open(target, "xb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
-            return names
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise HubError(f"{archive} is not a readable tar/tar.gz archive: {err}") from err
-
-
-def _safe_parts(name: str, where: str) -> tuple[str, ...]:
-    """The path components of a relative, traversal-free member name (``./`` is dropped)."""
-    if (
-        not name
-        or "\x00" in name
-        or "\\" in name
-        or name.startswith("/")
-        or re.match(r"^[A-Za-z]:", name)
-    ):
-        raise UnsafeArchiveError(f"{where}: absolute or malformed path refused")
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise UnsafeArchiveError(f"{where}: '..' in the path refused (path traversal)")
-    if not parts:
-        raise UnsafeArchiveError(f"{where}: empty path refused")
-    return parts
 
 
 def _check_entry(entry: RegistryEntry, config: dict[str, Any]) -> None:
@@ -655,18 +419,6 @@ def _cached_release(root: Path, sha256: str) -> Path | None:
 
 
 # ------------------------------------------------------------------------------- helpers
-def _write_tar(fileobj: Any, release_dir: Path, names: list[str]) -> None:
-    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
-            path = release_dir / name
-            info = tarfile.TarInfo(name)
-            info.size = path.stat().st_size
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(path, "rb") as handle:
-                tar.addfile(info, handle)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -677,60 +429,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise HubError(f"{path / CONFIG} is not a mapping")
     return config
-
-
-def _registry_source(registry: str | os.PathLike[str] | None) -> str | None:
-    if registry is not None:
-        return os.fspath(registry)
-    return os.environ.get(REGISTRY_ENV) or None
-
-
-def _registry_label(registry: str | os.PathLike[str] | None) -> str:
-    source = _registry_source(registry)
-    return source if source is not None else "the shipped registry"
-
-
-def _local_path(source: str) -> Path:
-    parsed = urllib.parse.urlsplit(source)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    return Path(source).expanduser()
-
-
-def _offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes", "on")
-
-
-def _http_get_small(url: str, timeout: float, limit: int) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read(limit + 1)
-    except urllib.error.HTTPError as err:
-        err.close()
-        raise HubError(f"cannot read {url}: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        raise _Transient(str(getattr(err, "reason", err))) from err
-    if len(data) > limit:
-        raise HubError(f"{url} is larger than {limit} bytes: not a registry")
-    return data
-
-
-def _check_sha256(value: Any, where: str) -> str:
-    text = value.strip().lower() if isinstance(value, str) else value
-    if not isinstance(text, str) or not SHA256_PATTERN.match(text):
-        raise HubError(f"{where}: sha256 must be 64 hexadecimal digits, got {value!r}")
-    return text
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _user_agent() -> str:
-    from fmpretrain import __version__
-
-    return f"fmpretrain/{__version__} (+urllib)"
 
 
 def _lock(root: Path, sha256: str) -> contextlib.AbstractContextManager[None]:
