@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     from torch_geometric.data import Batch
 
     from fmpretrain.data.batching import pack_by_budget
+    from fmpretrain.finetune.config import load_finetune_config
     from fmpretrain.finetune.data import build_graphs
     from fmpretrain.finetune.tasks import load_task
-    from fmpretrain.finetune.trainer import build_model, fit, load_finetune_config
+    from fmpretrain.finetune.trainer import build_model, fit
     from fmpretrain.models import ModelConfig, build_fingerprint_model
 
     torch.set_num_threads(1)

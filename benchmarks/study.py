@@ -34,8 +34,8 @@ import numpy as np
 
 def fine_tune(args: argparse.Namespace, task: str, name: str, source: str | None) -> dict[str, Any]:
     """One benchmark run: a release alone, or (``source`` None) scratch and the baselines."""
+    from fmpretrain.finetune.config import load_finetune_config
     from fmpretrain.finetune.stages import BenchmarkStage
-    from fmpretrain.finetune.trainer import load_finetune_config
     from fmpretrain.pipeline import run_stages
 
     overrides = [

@@ -81,8 +81,8 @@ def run_demo(
     from data_pipeline.config import FeaturizeConfig, SourceConfig
     from data_pipeline.driver import summary
     from data_pipeline.stage import FeaturizeStage
+    from fmpretrain.finetune.config import load_finetune_config
     from fmpretrain.finetune.stages import BenchmarkStage
-    from fmpretrain.finetune.trainer import load_finetune_config
     from fmpretrain.models.config import DEFAULT_MODEL, ModelConfig
     from fmpretrain.pipeline import Stage, run_stages
     from fmpretrain.train.config import PretrainConfig, WandbConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fmpretrain.config import config_help, deep_merge
-from fmpretrain.finetune.trainer import FinetuneConfig, load_finetune_config
+from fmpretrain.finetune.config import FinetuneConfig, load_finetune_config
 from fmpretrain.models.config import ModelConfig
 from fmpretrain.train.config import PretrainConfig, load_pretrain_config
 

@@ -263,7 +263,7 @@ def test_publish_refusals(hub, releases, tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------------------- fine-tuning
 def test_benchmark_starts_from_an_hf_release(hub, releases, tmp_path):
     from fmpretrain.finetune.benchmark import run_benchmark
-    from fmpretrain.finetune.trainer import FinetuneConfig, load_finetune_config
+    from fmpretrain.finetune.config import FinetuneConfig, load_finetune_config
 
     fields = FinetuneConfig.__dataclass_fields__
     gnn_only = ["baselines=false"] if "baselines" in fields else []

@@ -91,7 +91,7 @@ def test_named_configs_resolve_from_anywhere(tmp_path: Path, monkeypatch) -> Non
 def test_every_shipped_config_loads(tmp_path: Path, monkeypatch) -> None:
     from data_pipeline.config import load_config
     from fmpretrain.config import load_yaml
-    from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.finetune.config import load_finetune_config
     from fmpretrain.train.config import load_pretrain_config
 
     monkeypatch.chdir(tmp_path)

@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def finetune_config(args: argparse.Namespace) -> Any:
     """``finetune``/``benchmark``'s configuration (``--data FILE`` is ``data=FILE``); without a
     release, the from-scratch model it names must resolve."""
-    from fmpretrain.finetune.trainer import load_finetune_config
+    from fmpretrain.finetune.config import load_finetune_config
 
     overrides = list(args.overrides)
     if args.data is not None:

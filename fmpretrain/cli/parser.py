@@ -108,8 +108,8 @@ class _KeysFormatter(argparse.HelpFormatter):
 CONFIG_CLASSES = {
     "featurize": "data_pipeline.config:FeaturizeConfig",
     "pretrain": "fmpretrain.train.config:PretrainConfig",
-    "finetune": "fmpretrain.finetune.trainer:FinetuneConfig",
-    "benchmark": "fmpretrain.finetune.trainer:FinetuneConfig",
+    "finetune": "fmpretrain.finetune.config:FinetuneConfig",
+    "benchmark": "fmpretrain.finetune.config:FinetuneConfig",
 }
 
 

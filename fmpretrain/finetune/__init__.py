@@ -8,6 +8,7 @@ Talks to pre-training only through the release format (:mod:`fmpretrain.finetune
 """
 
 from fmpretrain.finetune.benchmark import run_benchmark, run_finetune
+from fmpretrain.finetune.config import FinetuneConfig, load_finetune_config
 from fmpretrain.finetune.data import BadEntriesError, LabelledDataset, build_graphs, read_labelled
 from fmpretrain.finetune.plots import plot_results
 from fmpretrain.finetune.release import Release, ReleaseError, load_release
@@ -22,12 +23,10 @@ from fmpretrain.finetune.tasks import (
     matbench_file,
 )
 from fmpretrain.finetune.trainer import (
-    FinetuneConfig,
     TargetScaler,
     build_model,
     evaluate,
     fit,
-    load_finetune_config,
 )
 
 __all__ = [

@@ -39,6 +39,7 @@ from typing import Any
 
 from fmpretrain.config import config_dict
 from fmpretrain.data.batching import derive_seed
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.finetune.folds import _add_baselines, _train_modes
 from fmpretrain.finetune.plots import plot_results, write_task_plots
 from fmpretrain.finetune.prepare import _tasks, prepare
@@ -54,7 +55,6 @@ from fmpretrain.finetune.report import (
 )
 from fmpretrain.finetune.resume import _fold_hash
 from fmpretrain.finetune.splits import kfold_splits, random_split, train_val_split
-from fmpretrain.finetune.trainer import FinetuneConfig
 from fmpretrain.finetune.wandb_runs import _Logger
 from fmpretrain.threads import set_threads
 

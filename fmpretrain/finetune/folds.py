@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from fmpretrain.finetune import baselines as baselines_mod
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.finetune.prepare import Prepared
 from fmpretrain.finetune.release import Release
 from fmpretrain.finetune.trainer import (
-    FinetuneConfig,
     build_model,
     evaluate,
     evaluation_batches,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.finetune.data import LabelledDataset, build_graphs
 from fmpretrain.finetune.release import Release
 from fmpretrain.finetune.tasks import TaskSpec, load_task
-from fmpretrain.finetune.trainer import FinetuneConfig
 from fmpretrain.models import ModelConfig
 from fmpretrain.models.config import DEFAULT_MODEL
 

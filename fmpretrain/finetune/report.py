@@ -14,9 +14,9 @@ import numpy as np
 from fmpretrain.config import config_dict
 from fmpretrain.files import atomic_write_text
 from fmpretrain.finetune import baselines as baselines_mod
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.finetune.prepare import Prepared
 from fmpretrain.finetune.release import Release
-from fmpretrain.finetune.trainer import FinetuneConfig
 
 __all__ = [
     "MODELS",

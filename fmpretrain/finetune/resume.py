@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from fmpretrain.config import config_dict
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.finetune.prepare import Prepared
-from fmpretrain.finetune.trainer import FinetuneConfig
 
 #: Config entries that do not change a fold's GNN numbers (excluded from the resume hash):
 #: ``task_size`` changes the data, which the hash covers; the baselines have their own hash;

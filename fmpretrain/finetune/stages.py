@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmpretrain.config import config_dict
-from fmpretrain.finetune.trainer import FinetuneConfig
+from fmpretrain.finetune.config import FinetuneConfig
 from fmpretrain.pipeline import Stage
 
 RESULTS_FILE = "results.json"

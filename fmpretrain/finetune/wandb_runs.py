@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmpretrain.config import config_dict
-from fmpretrain.finetune.trainer import FinetuneConfig
+from fmpretrain.finetune.config import FinetuneConfig
 
 
 class _Logger:

@@ -22,10 +22,10 @@ from fmpretrain.finetune.baselines import (
     pooled_features,
 )
 from fmpretrain.finetune.benchmark import run_benchmark
+from fmpretrain.finetune.config import load_finetune_config
 from fmpretrain.finetune.report import markdown_table
 from fmpretrain.finetune.splits import kfold_splits, train_val_split
 from fmpretrain.finetune.tasks import load_task
-from fmpretrain.finetune.trainer import load_finetune_config
 from fmpretrain.structures import Structure
 
 pytest.importorskip("sklearn")

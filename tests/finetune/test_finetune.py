@@ -22,6 +22,7 @@ import yaml
 from fmpretrain.data.format import sha256_file
 from fmpretrain.finetune import release as release_mod
 from fmpretrain.finetune.benchmark import run_benchmark
+from fmpretrain.finetune.config import load_finetune_config
 from fmpretrain.finetune.data import BadEntriesError, build_graphs, read_labelled
 from fmpretrain.finetune.release import ReleaseError, load_release
 from fmpretrain.finetune.splits import kfold_splits
@@ -31,7 +32,7 @@ from fmpretrain.finetune.tasks import (
     make_emt_task,
     matbench_file,
 )
-from fmpretrain.finetune.trainer import build_model, fit, load_finetune_config, roc_auc
+from fmpretrain.finetune.trainer import build_model, fit, roc_auc
 from fmpretrain.io import write_structures
 from fmpretrain.models import ModelConfig, build_fingerprint_model
 from fmpretrain.structures import Structure

@@ -13,9 +13,9 @@ import pytest
 import fmpretrain
 from fmpretrain import release_format as rf
 from fmpretrain.finetune.benchmark import run_benchmark, run_finetune
+from fmpretrain.finetune.config import FinetuneConfig, load_finetune_config
 from fmpretrain.finetune.release import FoldReleases
 from fmpretrain.finetune.tasks import load_task
-from fmpretrain.finetune.trainer import FinetuneConfig, load_finetune_config
 from tests.releases import write_pretrained
 
 EMT = ["task=emt_energy", "emt.n=30", "emt.max_atoms=8"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmpretrain.finetune.config import load_finetune_config
 from fmpretrain.finetune.tasks import (
     DATASETS_DIR,
     REAL_TASKS,
@@ -16,7 +17,6 @@ from fmpretrain.finetune.tasks import (
     real_task_file,
     subsample,
 )
-from fmpretrain.finetune.trainer import load_finetune_config
 
 #: task: (structures, first three ids of the file, target, unit, atoms per cell range)
 EXPECTED = {

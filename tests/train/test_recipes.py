@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fmpretrain.config import named_config
-from fmpretrain.finetune.trainer import load_finetune_config
+from fmpretrain.finetune.config import load_finetune_config
 from fmpretrain.models.config import ModelConfig
 from fmpretrain.train.config import load_pretrain_config
 from fmpretrain.train.trainer import pretrain
