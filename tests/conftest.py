@@ -9,6 +9,16 @@ import pytest
 
 REPO = Path(__file__).parents[1]
 DEMO = REPO / "configs" / "featurize" / "demo.yaml"
+#: Fixtures that start the real pipeline on a local Ray cluster: a test using one is ``slow``.
+CLUSTER_FIXTURES = {"ead_shards", "shard_copy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need a Ray cluster (through their fixtures) as ``slow``, so that
+    ``pytest -m "not slow"`` runs the library's unit tests alone."""
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ import yaml
 
 from fmpretrain.cli import main, parse_args
 
+pytestmark = pytest.mark.slow  # runs every documented command in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELLS = {"bash", "sh", "shell", "console"}

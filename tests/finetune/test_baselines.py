@@ -125,6 +125,7 @@ def test_baseline_descriptor_follows_the_release():
     assert chosen.dim == 2 * len(chosen.params.alpha) * 2
 
 
+@pytest.mark.slow  # a whole benchmark run, folds and resume
 def test_benchmark_has_four_models_and_resumes_baselines(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     cache = tmp_path / "cache"

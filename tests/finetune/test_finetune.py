@@ -169,6 +169,7 @@ def test_pretrained_weights_are_loaded_and_frozen_backbone_stays(tmp_path, cache
 
 
 # ---------------------------------------------------------------------------- benchmark
+@pytest.mark.slow  # a whole benchmark run, folds and resume
 def test_benchmark_pretrained_vs_scratch(tmp_path, cache, release, caplog):
     caplog.set_level(logging.INFO)
     cfg = config(tmp_path, cache, f"pretrained={release}", "emt.n=100", "wandb.mode=offline")

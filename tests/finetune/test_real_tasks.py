@@ -18,6 +18,8 @@ from fmpretrain.finetune.tasks import (
     subsample,
 )
 
+pytestmark = pytest.mark.slow  # loads whole real datasets
+
 #: task: (structures, first three ids of the file, target, unit, atoms per cell range)
 EXPECTED = {
     "perov_heat": (3787, ["18517", "15400", "3409"], "heat_all", "eV", (5, 5)),
