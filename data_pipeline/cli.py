@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from fmpretrain.config import add_config_arguments
 
 if TYPE_CHECKING:
     from data_pipeline.config import FeaturizeConfig
@@ -19,14 +20,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML configuration (configs/featurize/...)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="configuration overrides, e.g. source.n=200 out=DIR workers=2",
-    )
+    add_config_arguments(parser, "featurize", "source.n=200 out=DIR workers=2")
     parser.add_argument(
         "--overwrite",
         action="store_true",

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import load_structured, named_config
+from fmpretrain.config import load_structured
 
 SOURCE_KINDS = ("generated", "files", "corpus")
 
@@ -73,10 +73,13 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Featu
 
     ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
     """
-    if path is not None:
-        path = named_config("featurize", path)
     cfg = load_structured(
-        FeaturizeConfig, path, overrides, required=("out",), what="featurize configuration"
+        FeaturizeConfig,
+        path,
+        overrides,
+        required=("out",),
+        what="featurize configuration",
+        kind="featurize",
     )
     _check(cfg)
     return cfg

@@ -149,9 +149,13 @@ def load_structured(
     *,
     required: Sequence[str] = (),
     what: str = "configuration",
+    kind: str | None = None,
 ) -> T:
     """Merge the dataclass ``schema``'s defaults, the YAML at ``path`` and ``key=value``
     ``overrides`` (OmegaConf dotlist) into a ``schema`` instance.
+
+    With ``kind`` (a :data:`CONFIG_KINDS` entry), ``path`` may also name a shipped
+    configuration (:func:`named_config`).
 
     A :func:`config_group` field starts from the named config chosen by ``NAME=choice`` (an
     override, else the YAML, else its default); the YAML's and the overrides' ``NAME.KEY``
@@ -160,6 +164,8 @@ def load_structured(
     (``FILE:LINE: YAML syntax error: ...`` for the YAML).
     """
     parse_overrides(overrides)
+    if path is not None and kind is not None:
+        path = named_config(kind, path)
     try:
         conf = load_yaml(path) if path is not None else None
         group_layer, conf, rest = _group_layers(schema, conf, overrides)
@@ -286,6 +292,20 @@ def config_help(cls: type) -> str:
         value = "null" if default is None else str(default)
         lines.append(f"  {key} = {value}" + (f"  # {meaning}" if meaning else ""))
     return "\n".join(lines)
+
+
+def add_config_arguments(parser: Any, kind: str, example: str, *, config_help: str = "") -> None:
+    """``--config FILE`` (a path, or a name under ``configs/<kind>/``) and the positional
+    ``KEY=VALUE`` overrides, the same on every configured command (``parser``: an
+    ``argparse.ArgumentParser``)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=config_help or f"YAML configuration: a path or a name of configs/{kind}/",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="KEY=VALUE", help=f"overrides, e.g. {example}"
+    )
 
 
 def config_yaml(cfg: Any) -> str:

@@ -31,6 +31,7 @@ from fmpretrain.cli.evaluation import (
     finetune_config,
 )
 from fmpretrain.cli.training import cmd_export, cmd_pretrain, cmd_publish, pretrain_config
+from fmpretrain.config import add_config_arguments
 
 __all__ = ["add_print_config", "build_parser", "parse_args"]
 
@@ -59,21 +60,15 @@ Run `fmpretrain COMMAND --help` for the options of one command.
 """
 
 
-OVERRIDES_HELP = (
-    "descriptor parameter overrides as key=value (OmegaConf dotlist), e.g. cutoff=5.0 "
-    "zeta=[1,2,4]; see `fmpretrain descriptors` for the parameters"
-)
-
-
 PRINT_CONFIG_HELP = (
     "check the command line and the configuration as a run does, print the resolved "
     "configuration as YAML and exit without running anything"
 )
 
 
-FINETUNE_OVERRIDES_HELP = (
-    "configuration overrides, e.g. pretrained=RELEASE_DIR out=DIR task=matbench_jdft2d "
-    "folds=[0,1] max_epochs=50 freeze_backbone=true layer_decay=0.8 device=cuda"
+FINETUNE_OVERRIDES_EXAMPLE = (
+    "pretrained=RELEASE_DIR out=DIR task=matbench_jdft2d folds=[0,1] max_epochs=50 "
+    "freeze_backbone=true layer_decay=0.8 device=cuda"
 )
 
 
@@ -173,12 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument(
         "--descriptor", "-d", default="wacsf", help="wacsf, gmp, ead or concat (default: wacsf)"
     )
-    fp.add_argument(
-        "--config",
-        type=Path,
-        help="YAML of descriptor parameters, e.g. configs/descriptors/wacsf.yaml",
+    add_config_arguments(
+        fp,
+        "descriptors",
+        "cutoff=5.0 zeta=[1,2,4] (see `fmpretrain descriptors` for the parameters)",
+        config_help="YAML of descriptor parameters, e.g. configs/descriptors/wacsf.yaml",
     )
-    fp.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDES_HELP)
     fp.add_argument("--out", type=Path, help="write the fingerprints to this .npz file")
     fp.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     fp.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
@@ -247,14 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
             "SIGUSR1/SIGTERM (e.g. Slurm's pre-emption warning) checkpoints and stops."
         ),
     )
-    pre.add_argument("--config", type=Path, help="YAML (configs/pretrain/...)")
-    pre.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="configuration overrides, e.g. data=DIR out=DIR max_steps=500 zero_stage=2",
-    )
+    add_config_arguments(pre, "pretrain", "data=DIR out=DIR max_steps=500 model=base")
     pre.add_argument(
         "--deepspeed-config",
         type=Path,
@@ -293,15 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
             "metrics.jsonl and an offline W&B run. pretrained=null trains from scratch only."
         ),
     )
-    ft.add_argument("--config", type=Path, help="YAML (configs/finetune/...)")
+    add_config_arguments(ft, "finetune", FINETUNE_OVERRIDES_EXAMPLE)
     ft.add_argument("--data", help="local dataset (MatBench JSON(.gz), MatDeepLearn JSON, folder)")
-    ft.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help=FINETUNE_OVERRIDES_HELP,
-    )
     add_print_config(ft, finetune_config)
     ft.set_defaults(func=cmd_finetune)
 
@@ -317,16 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
             "emt_total_energy (offline), matbench_<name> (downloaded once, or --data FILE)."
         ),
     )
-    bench.add_argument("--config", type=Path, help="YAML (configs/finetune/...)")
+    add_config_arguments(bench, "finetune", FINETUNE_OVERRIDES_EXAMPLE)
     bench.add_argument(
         "--data", help="local dataset (MatBench JSON(.gz), MatDeepLearn JSON, folder + CSV)"
-    )
-    bench.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help=FINETUNE_OVERRIDES_HELP,
     )
     bench.add_argument(
         "--releases",

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import WandbConfig, config_group, load_structured, named_config
+from fmpretrain.config import WandbConfig, config_group, load_structured
 from fmpretrain.finetune.data import TASK_TYPES
 from fmpretrain.models.config import DEFAULT_MODEL, ModelConfig
 from fmpretrain.models.heads import POOLINGS
@@ -87,10 +87,13 @@ def load_finetune_config(path: str | Path | None, overrides: Sequence[str] = ())
 
     ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
     """
-    if path is not None:
-        path = named_config("finetune", path)
     cfg = load_structured(
-        FinetuneConfig, path, overrides, required=("out",), what="finetune configuration"
+        FinetuneConfig,
+        path,
+        overrides,
+        required=("out",),
+        what="finetune configuration",
+        kind="finetune",
     )
     check_config(cfg)
     return cfg

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from fmpretrain.config import WandbConfig, config_group, load_structured, named_config
+from fmpretrain.config import WandbConfig, config_group, load_structured
 from fmpretrain.data.scaling import SCALINGS
 from fmpretrain.models.config import DEFAULT_MODEL, ModelConfig
 from fmpretrain.models.losses import LOSSES
@@ -87,10 +87,13 @@ def load_pretrain_config(path: str | Path | None, overrides: Sequence[str] = ())
 
     ``path`` is a file or a named config (:func:`fmpretrain.config.named_config`).
     """
-    if path is not None:
-        path = named_config("pretrain", path)
     cfg = load_structured(
-        PretrainConfig, path, overrides, required=("data", "out"), what="pretrain configuration"
+        PretrainConfig,
+        path,
+        overrides,
+        required=("data", "out"),
+        what="pretrain configuration",
+        kind="pretrain",
     )
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
