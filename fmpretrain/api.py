@@ -10,7 +10,7 @@
 Sources (:func:`resolve_release`): a release directory, a registry name or an archive URL
 (through :func:`fmpretrain.hub.load_pretrained`: downloaded, verified, cached) and
 ``hf://org/repo[@revision][/subfolder]`` on the Hugging Face Hub (:func:`resolve_hf`, through
-:mod:`fmpretrain.hf`). Every release is checked by THE verifier
+:mod:`fmpretrain.hub.hf`). Every release is checked by THE verifier
 (:func:`fmpretrain.release_format.verify_release`) and its weights are read with safetensors
 only: nothing is ever unpickled.
 
@@ -57,10 +57,10 @@ def resolve_hf(source: str, *, cache_dir: str | os.PathLike[str] | None = None) 
 
     The release files are fetched with ``huggingface_hub`` into its cache (``cache_dir``, else
     ``HF_HUB_CACHE``, else ``$HF_HOME/hub``) and checked against the release's own
-    ``SHA256SUMS`` (:func:`fmpretrain.hf.download`); ``HF_ENDPOINT``, ``HF_TOKEN`` and
+    ``SHA256SUMS`` (:func:`fmpretrain.hub.hf.download`); ``HF_ENDPOINT``, ``HF_TOKEN`` and
     ``HF_HUB_OFFLINE`` are honoured.
     """
-    from fmpretrain.hf import download
+    from fmpretrain.hub.hf import download
 
     return download(source, cache_dir=cache_dir)
 

@@ -210,7 +210,7 @@ def test_sources_resolve(releases, tmp_path, monkeypatch):
     assert by_url.path == by_name.path
     by_file = fmpretrain.load(releases["pretrained"] / rf.WEIGHTS, device="cpu")
     assert by_file.path == releases["pretrained"]
-    with pytest.raises(hub.HubError, match="needs ORG/REPO"):  # hf:// goes to fmpretrain.hf
+    with pytest.raises(hub.HubError, match="needs ORG/REPO"):  # hf:// goes to fmpretrain.hub.hf
         fmpretrain.load("hf://repo")
     with pytest.raises(rf.ReleaseError, match="no such directory"):
         fmpretrain.load("./no/such/release")

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 import fmpretrain
-from fmpretrain import hf
 from fmpretrain import release_format as rf
 from fmpretrain.cli import main
-from fmpretrain.hub import ChecksumError, HubError, load_pretrained
+from fmpretrain.hub import ChecksumError, HubError, hf, load_pretrained
 from tests.hfhub import HubServer
 from tests.releases import flip_last_byte, tiny_structures, write_finetuned, write_pretrained
 

@@ -80,8 +80,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def _publish_hf(args: argparse.Namespace) -> int:
     """``publish RELEASE_DIR --to hf://ORG/REPO``: upload; print the pinned address."""
-    from fmpretrain import hf
-    from fmpretrain.hub import HubError
+    from fmpretrain.hub import HubError, hf
     from fmpretrain.release_format import ReleaseError
 
     if args.url is not None or args.out is not None or args.name is not None:

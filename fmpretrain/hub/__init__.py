@@ -192,7 +192,7 @@ def load_pretrained(
 
     A local directory is verified in place; a local archive is checked against ``sha256``
     (if given) and extracted into the cache; a name or URL goes through :func:`download`; an
-    ``hf://`` address through :func:`fmpretrain.hf.download` (``cache_dir`` is then the
+    ``hf://`` address through :func:`fmpretrain.hub.hf.download` (``cache_dir`` is then the
     Hugging Face cache directory). Load the weights from ``<dir>/model.safetensors`` with
     safetensors (never pickle).
     """
@@ -222,8 +222,8 @@ def _load_hf(
     cache_dir: str | os.PathLike[str] | None,
     progress: bool | None,
 ) -> Path:
-    """:func:`fmpretrain.hf.download` with the hub's error types."""
-    from fmpretrain import hf
+    """:func:`fmpretrain.hub.hf.download` with the hub's error types."""
+    from fmpretrain.hub import hf
 
     if sha256 is not None:
         raise HubError(

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from fmpretrain import release_format
-from fmpretrain.hub import OFFLINE_ENV, HubError
+from fmpretrain.hub.errors import HubError
+from fmpretrain.hub.registry import OFFLINE_ENV
 
 __all__ = [
     "SCHEME",
