@@ -79,7 +79,8 @@ class ChunkFeaturizer:
             sample = self._featurize(index, item, rejects, fingerprint)
             if sample is not None:
                 samples.append(sample)
-                moments.update(sample.fingerprint)
+        if samples:  # the stored (possibly float16) values, all atoms of the chunk at once
+            moments.update(np.concatenate([s.fingerprint for s in samples]))
         rejects.sort(key=lambda r: r["input"])
 
         n_samples, n_bytes, digest = write_shard(self.out / shard_name(chunk.index), samples)

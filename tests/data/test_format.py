@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 
@@ -48,6 +49,30 @@ def test_deterministic_bytes(tmp_path):
     _, _, d2 = write_shard(tmp_path / "b.tar", make_samples())
     assert d1 == d2
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_shard_bytes_are_what_tarfile_writes(tmp_path):
+    """The hand-built ustar headers equal tarfile's (mode 0644, owner 0/0, mtime 0)."""
+    samples = make_samples(4)
+    _, size, digest = write_shard(tmp_path / "a.tar", samples)
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for suffix, payload in sample.encode().items():
+                info = tarfile.TarInfo(f"{sample.key}.{suffix}")
+                info.size, info.mtime, info.mode = len(payload), 0, 0o644
+                tar.addfile(info, io.BytesIO(payload))
+    assert (tmp_path / "a.tar").read_bytes() == reference.getvalue()
+    assert size == len(reference.getvalue()) and size % tarfile.RECORDSIZE == 0
+    assert digest == hashlib.sha256(reference.getvalue()).hexdigest()
+
+
+@pytest.mark.parametrize("key", ["k" * 90, "clé"])
+def test_keys_that_do_not_fit_a_ustar_name_are_refused(tmp_path, key):
+    sample = make_samples(1)[0]
+    sample.key = key
+    with pytest.raises(ShardFormatError, match="use shorter sample keys"):
+        write_shard(tmp_path / "a.tar", [sample])
 
 
 def test_webdataset_reads_shards_without_pickle(tmp_path):
