@@ -98,18 +98,19 @@ def imports(path: Path, text: str | None = None) -> list[tuple[int, str]]:
     return [(line, name) for line, name in found if name.split(".")[0] in project]
 
 
+def project_modules() -> list[tuple[Path, str]]:
+    """``(file, part)`` of every module of the project, entry-point shims left out."""
+    files = sorted((ROOT / "fmpretrain").rglob("*.py")) + sorted(
+        (ROOT / "data_pipeline").rglob("*.py")
+    )
+    return [(p, part(module_name(p))) for p in files if module_name(p) not in ENTRY_POINTS]
+
+
 def violations(sources: dict[Path, str] | None = None) -> list[str]:
     """Every upward or forbidden import; ``sources`` replaces some files' text (for tests)."""
     sources = sources or {}
     problems = []
-    files = sorted((ROOT / "fmpretrain").rglob("*.py")) + sorted(
-        (ROOT / "data_pipeline").rglob("*.py")
-    )
-    for path in files:
-        source = module_name(path)
-        if source in ENTRY_POINTS:
-            continue
-        here = part(source)
+    for path, here in project_modules():
         for line, target in imports(path, sources.get(path)):
             there = part(target)
             where = f"{path.relative_to(ROOT)}:{line} imports {target}"
@@ -121,16 +122,9 @@ def violations(sources: dict[Path, str] | None = None) -> list[str]:
 
 
 def part_graph() -> dict[str, set[str]]:
-    """Which parts (LAYERS keys) import which other parts, entry-point shims left out."""
+    """Which parts (LAYERS keys) import which other parts."""
     graph: dict[str, set[str]] = {}
-    files = sorted((ROOT / "fmpretrain").rglob("*.py")) + sorted(
-        (ROOT / "data_pipeline").rglob("*.py")
-    )
-    for path in files:
-        source = module_name(path)
-        if source in ENTRY_POINTS:
-            continue
-        here = part(source)
+    for path, here in project_modules():
         for _, target in imports(path):
             there = part(target)
             if there != here:
