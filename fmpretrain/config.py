@@ -82,8 +82,8 @@ def config_group(kind: str, default: str, *, optional: bool = False) -> Any:
     ``model.hidden_channels=64`` (or a YAML mapping under ``model:``) changes keys on top of it;
     without a choice the node starts from ``default``. An ``optional`` group stays ``None``
     unless it is chosen or one of its keys is set (fine-tuning's from-scratch model; a choice
-    of ``null`` is no choice). The
-    field's type is the node's dataclass, which :func:`load_structured` fills.
+    of ``null`` is no choice). The field's type is the node's dataclass, which
+    :func:`load_structured` fills.
     """
     metadata = {"group": kind, "default": default, "optional": optional}
     if optional:
@@ -267,11 +267,7 @@ def config_keys(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
                 meaning += f"; null: none unless a {f.name}.KEY is set ({name} then)"
             keys.append((prefix + f.name, None if f.metadata["optional"] else name, meaning))
             node_type = next(t for t in typing.get_args(hints[f.name]) or [hints[f.name]])
-            values = OmegaConf.to_object(
-                OmegaConf.merge(
-                    OmegaConf.structured(node_type), load_yaml(named_config(kind, name))
-                )
-            )
+            values = load_structured(node_type, named_config(kind, name))
             sub = config_keys(node_type, f"{prefix}{f.name}.")
             keys.extend((k, getattr(values, k.rsplit(".", 1)[1]), m) for k, _, m in sub)
             continue

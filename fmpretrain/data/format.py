@@ -148,14 +148,13 @@ _BLOCK = tarfile.BLOCKSIZE
 def _ustar_header(name: str, size: int) -> bytes:
     """The 512-byte ustar header of a regular file ``name`` of ``size`` bytes, mode 0644,
     owner 0/0, mtime 0 (what ``tarfile.TarInfo.tobuf(USTAR_FORMAT)`` gives for it)."""
-    encoded = name.encode("ascii", errors="replace")
-    if len(encoded) > 100 or size >= 8**11 or not name.isascii():
+    if not name.isascii() or len(name) > 100 or size >= 8**11:
         raise ShardFormatError(
             f"tar member {name!r} of {size} bytes does not fit a ustar header (ASCII names of "
             "at most 100 bytes, files under 8 GiB): use shorter sample keys"
         )
     header = bytearray(_BLOCK)
-    header[: len(encoded)] = encoded
+    header[: len(name)] = name.encode("ascii")
     mode_uid_gid = b"0000644\x00" + b"0000000\x00" * 2
     header[100:148] = mode_uid_gid + b"%011o\x00" % size + b"0" * 11 + b"\x00"  # size, mtime 0
     header[148:156] = b" " * 8  # the checksum counts its own field as spaces
